@@ -1,0 +1,49 @@
+"""PocketPing: live chat for your website, served by your own Python app.
+
+    from pocketping import PocketPing
+
+    pp = PocketPing(welcome_message="Hi! How can we help?")
+    app.mount("/pocketping", pp.asgi_app)
+"""
+
+__version__ = "0.1.0"
+
+from .core import PocketPing  # noqa: E402
+from .errors import (  # noqa: E402
+    AuthError,
+    BridgeError,
+    Forbidden,
+    InvalidInput,
+    MessageNotFound,
+    PocketPingError,
+    RateLimited,
+    SessionNotFound,
+    StorageCapabilityError,
+    StorageError,
+)
+from .models import Attachment, Event, Message, Session  # noqa: E402
+from .realtime.hub import Broker  # noqa: E402
+from .storage import BaseStorage, MemoryStorage, SQLiteStorage  # noqa: E402
+
+__all__ = [
+    "Attachment",
+    "AuthError",
+    "BaseStorage",
+    "BridgeError",
+    "Broker",
+    "Event",
+    "Forbidden",
+    "InvalidInput",
+    "MemoryStorage",
+    "Message",
+    "MessageNotFound",
+    "PocketPing",
+    "PocketPingError",
+    "RateLimited",
+    "SQLiteStorage",
+    "Session",
+    "SessionNotFound",
+    "StorageCapabilityError",
+    "StorageError",
+    "__version__",
+]

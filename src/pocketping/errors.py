@@ -1,0 +1,90 @@
+"""Exceptions raised by PocketPing.
+
+    PocketPingError
+    ├── InvalidInput (also a ValueError)   bad arguments or request bodies
+    ├── SessionNotFound (also a LookupError)
+    ├── MessageNotFound (also a LookupError)
+    ├── Forbidden                           e.g. editing someone else's message
+    ├── StorageError
+    │   └── StorageCapabilityError          the storage lacks an optional method
+    ├── BridgeError                         carries ``.bridge``
+    ├── RateLimited                         carries ``.retry_after``
+    └── AuthError                           a webhook or console request failed verification
+"""
+
+from __future__ import annotations
+
+
+class PocketPingError(Exception):
+    """Root of every error raised by PocketPing."""
+
+    status_code = 500
+    code = "internal_error"
+
+
+class InvalidInput(PocketPingError, ValueError):
+    status_code = 400
+    code = "invalid_input"
+
+
+class SessionNotFound(PocketPingError, LookupError):
+    status_code = 404
+    code = "session_not_found"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"no session with id {session_id!r}")
+        self.session_id = session_id
+
+
+class MessageNotFound(PocketPingError, LookupError):
+    status_code = 404
+    code = "message_not_found"
+
+    def __init__(self, message_id: str) -> None:
+        super().__init__(f"no message with id {message_id!r} in this session")
+        self.message_id = message_id
+
+
+class Forbidden(PocketPingError):
+    status_code = 403
+    code = "forbidden"
+
+
+class StorageError(PocketPingError):
+    code = "storage_error"
+
+
+class StorageCapabilityError(StorageError):
+    """The configured storage does not implement an optional method the call needs."""
+
+    status_code = 501
+    code = "storage_capability_missing"
+
+    def __init__(self, storage: object, method: str, needed_for: str) -> None:
+        super().__init__(
+            f"{type(storage).__name__} has no {method}() method, which {needed_for} needs; "
+            f"add {method}() to your storage class or use a built-in storage"
+        )
+        self.method = method
+
+
+class BridgeError(PocketPingError):
+    code = "bridge_error"
+
+    def __init__(self, message: str, *, bridge: str) -> None:
+        super().__init__(message)
+        self.bridge = bridge
+
+
+class RateLimited(PocketPingError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AuthError(PocketPingError):
+    status_code = 401
+    code = "unauthorized"

@@ -1,0 +1,122 @@
+"""The in-process hub: hands each event to the open streams (WebSocket / SSE) it concerns.
+
+Frames are serialised once per event and shared by every subscriber. A subscriber belongs
+to the event loop that created it; publishing from another thread or loop is safe (the item
+is handed over with ``call_soon_threadsafe``). A subscriber that falls more than ``maxsize``
+frames behind is marked ``overflowed``: its stream closes and the client catches up from
+storage on reconnect, so one slow client never holds memory or slows the others.
+
+A :class:`Broker` carries events between processes; see ``pocketping.realtime.brokers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+log = logging.getLogger("pocketping.realtime")
+
+#: The channel that receives every session's events (operator console).
+ALL = "*"
+
+#: (JSON text of the ``{"type","data"}`` envelope, SSE event id or None)
+Frame = tuple[str, str | None]
+
+
+class Subscriber:
+    __slots__ = ("channel", "queue", "loop", "overflowed")
+
+    def __init__(self, channel: str, maxsize: int) -> None:
+        self.channel = channel
+        self.queue: asyncio.Queue[Frame | None] = asyncio.Queue(maxsize)
+        self.loop = asyncio.get_running_loop()
+        self.overflowed = False
+
+    def _put(self, item: Frame | None) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    def close(self) -> None:
+        """Ask the stream to end (it reads ``None``)."""
+        self.overflowed = True
+        self.queue._queue.clear()  # type: ignore[attr-defined]
+        self.queue.put_nowait(None)
+
+
+class Hub:
+    def __init__(self, *, maxsize: int = 1000) -> None:
+        self.maxsize = maxsize
+        self._channels: dict[str, set[Subscriber]] = {}
+
+    def subscribe(self, channel: str) -> Subscriber:
+        sub = Subscriber(channel, self.maxsize)
+        self._channels.setdefault(channel, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        subs = self._channels.get(sub.channel)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._channels[sub.channel]
+
+    def count(self, channel: str | None = None) -> int:
+        if channel is not None:
+            return len(self._channels.get(channel, ()))
+        return sum(len(s) for s in self._channels.values())
+
+    def deliver(self, channel: str | None, frame: Frame) -> None:
+        """Give ``frame`` to the subscribers of ``channel`` (``None``: every channel) and to
+        the all-sessions channel."""
+        if channel is None:
+            targets: list[Subscriber] = [s for subs in self._channels.values() for s in subs]
+        else:
+            targets = list(self._channels.get(channel, ()))
+            if channel != ALL:
+                targets.extend(self._channels.get(ALL, ()))
+        if not targets:
+            return
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        for sub in targets:
+            if sub.loop is here:
+                sub._put(frame)
+            elif not sub.loop.is_closed():
+                sub.loop.call_soon_threadsafe(sub._put, frame)
+
+    def close_all(self) -> None:
+        for subs in list(self._channels.values()):
+            for sub in list(subs):
+                if sub.loop.is_closed():
+                    continue
+                sub.loop.call_soon_threadsafe(sub.close)
+
+
+class Broker:
+    """Carries frames between processes. Subclasses publish to their transport and call
+    ``self.on_frame(channel, frame)`` for frames that arrive from other processes.
+
+    ``on_frame`` is installed by PocketPing; a broker must not hand a process its own
+    frames back (the publishing process has already delivered them locally).
+    """
+
+    on_frame: Callable[[str | None, Frame], None]
+
+    async def start(self) -> None:
+        """Connect; keep reconnecting in the background until :meth:`stop`."""
+
+    async def stop(self) -> None:
+        """Disconnect."""
+
+    async def publish(self, channel: str | None, frame: Frame) -> None:
+        """Send ``frame`` to the other processes. Never raises: an outage is logged and the
+        frame dropped (streams catch up from storage)."""
+
+    # Brokers may also be told about a gap so streams can resync (see PocketPing.resync).
+    on_gap: Callable[[], Awaitable[Any]] | None = None

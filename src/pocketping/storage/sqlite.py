@@ -1,0 +1,388 @@
+"""SQLite storage: the embedded default. One file, WAL mode, schema created and migrated on
+first use. Every call runs on one dedicated thread that owns the connection, so the event loop
+never blocks on disk and no two calls race on the connection. Several processes may share the
+file: writes take SQLite's write lock (``BEGIN IMMEDIATE``) so stamps stay unique per session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import StorageError
+from ..models import Attachment, Message, Session, from_ms, to_ms
+from .base import BaseStorage, apply_changes, next_stamp
+
+T = TypeVar("T")
+
+# Each entry moves the schema from version i to i + 1. Never edit a released entry: append.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE IF NOT EXISTS sessions (
+        id TEXT PRIMARY KEY,
+        visitor_id TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        last_activity_ms INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'active',
+        closed_ms INTEGER,
+        metadata TEXT NOT NULL DEFAULT '{}',
+        identity TEXT,
+        data TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX IF NOT EXISTS sessions_by_visitor ON sessions (visitor_id, created_ms);
+    CREATE INDEX IF NOT EXISTS sessions_by_activity ON sessions (status, last_activity_ms);
+    CREATE TABLE IF NOT EXISTS messages (
+        id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions (id),
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        sender TEXT NOT NULL,
+        content TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'sent',
+        delivered_ms INTEGER,
+        read_ms INTEGER,
+        edited_ms INTEGER,
+        deleted_ms INTEGER,
+        reply_to TEXT,
+        attachments TEXT,
+        metadata TEXT
+    );
+    CREATE UNIQUE INDEX IF NOT EXISTS messages_by_created ON messages (session_id, created_ms);
+    CREATE UNIQUE INDEX IF NOT EXISTS messages_by_change ON messages (session_id, updated_ms);
+    """,
+]
+
+_MESSAGE_COLUMNS = (
+    "id, session_id, created_ms, updated_ms, sender, content, status, delivered_ms, read_ms, "
+    "edited_ms, deleted_ms, reply_to, attachments, metadata"
+)
+_SESSION_COLUMNS = (
+    "id, visitor_id, created_ms, last_activity_ms, status, closed_ms, metadata, identity, data"
+)
+
+
+def _ms(dt: datetime | None) -> int | None:
+    return None if dt is None else to_ms(dt)
+
+
+def _dt(ms: int | None) -> datetime | None:
+    return None if ms is None else from_ms(ms)
+
+
+def _message_from_row(r: tuple[Any, ...]) -> Message:
+    return Message(
+        id=r[0],
+        session_id=r[1],
+        created_at=from_ms(r[2]),
+        updated_at=from_ms(r[3]),
+        sender=r[4],
+        content=r[5],
+        status=r[6],
+        delivered_at=_dt(r[7]),
+        read_at=_dt(r[8]),
+        edited_at=_dt(r[9]),
+        deleted_at=_dt(r[10]),
+        reply_to=r[11],
+        attachments=[Attachment.from_mapping(a) for a in json.loads(r[12])] if r[12] else [],
+        metadata=json.loads(r[13]) if r[13] else {},
+    )
+
+
+def _session_from_row(r: tuple[Any, ...]) -> Session:
+    return Session(
+        id=r[0],
+        visitor_id=r[1],
+        created_at=from_ms(r[2]),
+        last_activity=from_ms(r[3]),
+        status="closed" if r[4] == "closed" else "active",
+        closed_at=_dt(r[5]),
+        metadata=json.loads(r[6]),
+        identity=json.loads(r[7]) if r[7] else None,
+        data=json.loads(r[8]),
+    )
+
+
+def _session_params(s: Session) -> tuple[Any, ...]:
+    return (
+        s.id,
+        s.visitor_id,
+        to_ms(s.created_at),
+        to_ms(s.last_activity or s.created_at),
+        s.status,
+        _ms(s.closed_at),
+        json.dumps(s.metadata),
+        json.dumps(s.identity) if s.identity is not None else None,
+        json.dumps(s.data),
+    )
+
+
+class SQLiteStorage(BaseStorage):
+    """Sessions and messages in a SQLite file (default ``pocketping.db``).
+
+    ``synchronous`` is SQLite's durability setting: ``"FULL"`` (default) makes every
+    acknowledged message survive a power cut; ``"NORMAL"`` survives a process crash only.
+    """
+
+    def __init__(self, path: str | Path = "pocketping.db", *, synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
+        self.path = str(path)
+        self.synchronous = synchronous.upper()
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStorage({self.path!r})"
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            await self.open()
+        assert self._executor is not None
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate(conn)
+            self._conn = conn
+        return self._conn
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS pocketping_schema (version INTEGER NOT NULL)"
+            )
+            row = conn.execute("SELECT version FROM pocketping_schema").fetchone()
+            version = row[0] if row else 0
+            if version > len(MIGRATIONS):
+                raise StorageError(
+                    f"database schema version {version} is newer than this PocketPing "
+                    f"(knows {len(MIGRATIONS)}); upgrade pocketping"
+                )
+            for sql in MIGRATIONS[version:]:
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            if row is None:
+                conn.execute("INSERT INTO pocketping_schema VALUES (?)", (len(MIGRATIONS),))
+            else:
+                conn.execute("UPDATE pocketping_schema SET version = ?", (len(MIGRATIONS),))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def open(self) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="pocketping-sqlite")
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._db)
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        executor, self._executor = self._executor, None
+
+        def shut() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(executor, shut)
+        executor.shutdown(wait=True)
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    async def create_session(self, session: Session) -> None:
+        params = _session_params(session)
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute(f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", params)
+
+        await self._run(self._write, op)
+
+    async def get_session(self, session_id: str) -> Session | None:
+        def op() -> Session | None:
+            row = self._db().execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            return _session_from_row(row) if row else None
+
+        return await self._run(op)
+
+    async def update_session(self, session: Session) -> None:
+        p = _session_params(session)
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute(
+                "UPDATE sessions SET visitor_id=?, created_ms=?, last_activity_ms=?, status=?, "
+                "closed_ms=?, metadata=?, identity=?, data=? WHERE id=?",
+                (*p[1:], p[0]),
+            )
+
+        await self._run(self._write, op)
+
+    async def list_sessions(
+        self, *, limit: int | None = None, include_closed: bool = False
+    ) -> list[Session]:
+        where = "" if include_closed else "WHERE status = 'active'"
+
+        def op() -> list[Session]:
+            rows = self._db().execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions {where} "
+                "ORDER BY last_activity_ms DESC LIMIT ?",
+                (-1 if limit is None else limit,),
+            ).fetchall()
+            return [_session_from_row(r) for r in rows]
+
+        return await self._run(op)
+
+    async def find_session_by_visitor(self, visitor_id: str) -> Session | None:
+        def op() -> Session | None:
+            row = self._db().execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE visitor_id = ? "
+                "ORDER BY created_ms DESC LIMIT 1",
+                (visitor_id,),
+            ).fetchone()
+            return _session_from_row(row) if row else None
+
+        return await self._run(op)
+
+    # -- messages ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _last_stamp(c: sqlite3.Connection, session_id: str) -> int | None:
+        row = c.execute(
+            "SELECT max(updated_ms) FROM messages WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        return row[0] if row else None
+
+    async def save_message(self, session_id: str, message: Message) -> Message:
+        wanted = to_ms(message.created_at)
+
+        def op(c: sqlite3.Connection) -> None:
+            stamp = next_stamp(self._last_stamp(c, session_id), wanted)
+            c.execute(
+                f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    message.id,
+                    session_id,
+                    stamp,
+                    stamp,
+                    message.sender,
+                    message.content,
+                    message.status,
+                    _ms(message.delivered_at),
+                    _ms(message.read_at),
+                    _ms(message.edited_at),
+                    _ms(message.deleted_at),
+                    message.reply_to,
+                    json.dumps([a.to_dict() for a in message.attachments])
+                    if message.attachments
+                    else None,
+                    json.dumps(message.metadata) if message.metadata else None,
+                ),
+            )
+            c.execute(
+                "UPDATE sessions SET last_activity_ms = ? WHERE id = ?", (stamp, session_id)
+            )
+            message.created_at = message.updated_at = from_ms(stamp)
+
+        await self._run(self._write, op)
+        return message
+
+    async def get_messages(
+        self, session_id: str, *, after: datetime | None = None, limit: int | None = None
+    ) -> list[Message]:
+        lim = -1 if limit is None else limit
+        if after is None:
+            sql = (
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? "
+                "ORDER BY created_ms LIMIT ?"
+            )
+            params: tuple[Any, ...] = (session_id, lim)
+        else:
+            sql = (
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND updated_ms > ? "
+                "ORDER BY updated_ms LIMIT ?"
+            )
+            params = (session_id, to_ms(after), lim)
+
+        def op() -> list[Message]:
+            return [_message_from_row(r) for r in self._db().execute(sql, params).fetchall()]
+
+        return await self._run(op)
+
+    async def get_message(self, session_id: str, message_id: str) -> Message | None:
+        def op() -> Message | None:
+            row = self._db().execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ? AND session_id = ?",
+                (message_id, session_id),
+            ).fetchone()
+            return _message_from_row(row) if row else None
+
+        return await self._run(op)
+
+    async def update_message(
+        self, session_id: str, message_id: str, changes: Mapping[str, Any]
+    ) -> Message | None:
+        def op(c: sqlite3.Connection) -> Message | None:
+            row = c.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ? AND session_id = ?",
+                (message_id, session_id),
+            ).fetchone()
+            if row is None:
+                return None
+            message = _message_from_row(row)
+            stamp = from_ms(next_stamp(self._last_stamp(c, session_id)))
+            apply_changes(message, changes, stamp)
+            c.execute(
+                "UPDATE messages SET updated_ms=?, content=?, sender=?, status=?, delivered_ms=?, "
+                "read_ms=?, edited_ms=?, deleted_ms=?, reply_to=?, attachments=?, metadata=? "
+                "WHERE id = ?",
+                (
+                    to_ms(stamp),
+                    message.content,
+                    message.sender,
+                    message.status,
+                    _ms(message.delivered_at),
+                    _ms(message.read_at),
+                    _ms(message.edited_at),
+                    _ms(message.deleted_at),
+                    message.reply_to,
+                    json.dumps([a.to_dict() for a in message.attachments])
+                    if message.attachments
+                    else None,
+                    json.dumps(message.metadata) if message.metadata else None,
+                    message.id,
+                ),
+            )
+            return message
+
+        return await self._run(self._write, op)

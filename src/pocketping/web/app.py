@@ -1,0 +1,322 @@
+"""The ASGI app: the widget protocol's HTTP endpoints (see ``stream.py`` for real time)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .. import __version__
+from ..errors import InvalidInput, PocketPingError
+from ..models import Event, iso, parse_time
+from ..protocol import (
+    ConnectRequest,
+    CsatRequest,
+    EditMessageRequest,
+    IdentifyRequest,
+    PreChatRequest,
+    ReadRequest,
+    SendMessageRequest,
+    SessionOnlyRequest,
+    TypingRequest,
+)
+from .stream import stream_http, stream_ws
+from .versions import version_headers
+
+if TYPE_CHECKING:
+    from ..core import PocketPing
+
+log = logging.getLogger("pocketping.web")
+
+M = TypeVar("M", bound=BaseModel)
+
+MAX_BODY = 256 * 1024
+VERSION_HEADERS = [
+    "X-PocketPing-Version-Status",
+    "X-PocketPing-Min-Version",
+    "X-PocketPing-Latest-Version",
+    "X-PocketPing-Version-Message",
+]
+
+
+def error(status: int, code: str, detail: Any) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+
+async def parse(request: Request, model: type[M]) -> M:
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise _BadRequest(413, "body_too_large", f"request body over {MAX_BODY} bytes")
+    if not body.strip():
+        raise _BadRequest(400, "invalid_json", "request body is empty; expected a JSON object")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errs = exc.errors(include_url=False, include_input=False, include_context=False)
+        if any(e["type"] == "json_invalid" for e in errs):
+            raise _BadRequest(400, "invalid_json", "request body is not valid JSON") from None
+        if any(e["type"] == "model_type" and not e["loc"] for e in errs):
+            raise _BadRequest(400, "invalid_json", "request body must be a JSON object") from None
+        detail = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in errs]
+        raise _BadRequest(400, "invalid_input", detail) from None
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, code: str, detail: Any) -> None:
+        self.response = error(status, code, detail)
+
+
+def query_session_id(request: Request) -> str:
+    sid = request.query_params.get("sessionId", "").strip()
+    if not sid:
+        raise InvalidInput("query parameter sessionId is required")
+    return sid
+
+
+def build_asgi_app(pp: PocketPing) -> ASGIApp:
+    async def connect(request: Request) -> Response:
+        req = await parse(request, ConnectRequest)
+        headers, status, message = version_headers(
+            request.headers.get("x-pocketping-version"), pp.min_widget_version, pp.latest_widget_version
+        )
+        if status == "unsupported":
+            return JSONResponse(
+                {"error": "widget_version_unsupported", "detail": message, "minVersion": pp.min_widget_version},
+                status_code=426,
+                headers=headers,
+            )
+        metadata = dict(req.metadata)
+        ip = _client_ip(request)
+        if ip:
+            metadata["ip"] = ip
+        session, _created, messages = await pp._connect(req.visitorId, req.sessionId, metadata, req.identity)
+        body: dict[str, Any] = {
+            "sessionId": session.id,
+            "visitorId": req.visitorId,
+            "operatorOnline": pp.operator_online,
+            "operatorReachable": True,
+            "messages": [m.to_wire() for m in messages],
+        }
+        if pp.welcome_message:
+            body["welcomeMessage"] = pp.welcome_message
+        if session.identity:
+            body["identity"] = session.identity
+        if pp.prechat_form:
+            prechat = {"enabled": True, "required": False, "timing": "before-first-message", "fields": "email-or-phone"}
+            prechat.update(pp.prechat_form)
+            prechat["completed"] = bool(session.data.get("prechat"))
+            body["preChatForm"] = prechat
+        for key, value in (
+            ("operatorName", pp.operator_name),
+            ("operatorAvatar", pp.operator_avatar),
+            ("primaryColor", pp.primary_color),
+        ):
+            if value:
+                body[key] = value
+        return JSONResponse(body, headers=headers)
+
+    async def send_message(request: Request) -> Response:
+        req = await parse(request, SendMessageRequest)
+        message = await pp._visitor_message(req.sessionId, req.content, req.attachmentIds, req.replyTo)
+        body: dict[str, Any] = {"messageId": message.id, "timestamp": iso(message.created_at)}
+        if message.attachments:
+            body["attachments"] = [a.to_wire() for a in message.attachments]
+        return JSONResponse(body)
+
+    async def get_messages(request: Request) -> Response:
+        sid = query_session_id(request)
+        after = request.query_params.get("after") or None
+        if after is not None:
+            try:
+                parse_time(after)
+            except ValueError:
+                raise InvalidInput(f"after must be an ISO-8601 timestamp, not {after!r}") from None
+        limit_text = request.query_params.get("limit")
+        limit = 500
+        if limit_text:
+            if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+                raise InvalidInput("limit must be an integer between 1 and 1000")
+            limit = int(limit_text)
+        messages = await pp.get_messages(sid, after=after, limit=limit + 1)
+        return JSONResponse(
+            {"messages": [m.to_wire() for m in messages[:limit]], "hasMore": len(messages) > limit}
+        )
+
+    async def edit_message(request: Request) -> Response:
+        req = await parse(request, EditMessageRequest)
+        content = pp._check_content(req.content.strip())
+        await pp._session(req.sessionId)
+        message = await pp._edit(req.sessionId, request.path_params["message_id"], content, visitor=True)
+        assert message.edited_at is not None
+        return JSONResponse(
+            {"message": {"id": message.id, "content": message.content, "editedAt": iso(message.edited_at)}}
+        )
+
+    async def delete_message(request: Request) -> Response:
+        sid = query_session_id(request)
+        await pp._session(sid)
+        await pp._delete(sid, request.path_params["message_id"], visitor=True)
+        return JSONResponse({"deleted": True})
+
+    async def typing(request: Request) -> Response:
+        req = await parse(request, TypingRequest)
+        if req.sender not in (None, "visitor"):
+            raise InvalidInput("sender must be 'visitor'")
+        await pp._visitor_typing(req.sessionId, req.isTyping)
+        return JSONResponse({"ok": True})
+
+    async def read(request: Request) -> Response:
+        req = await parse(request, ReadRequest)
+        await pp._session(req.sessionId)
+        changed = await pp._mark(req.sessionId, req.messageIds, req.status, senders={"operator", "ai", "system"})
+        return JSONResponse({"updated": len(changed)})
+
+    async def identify(request: Request) -> Response:
+        req = await parse(request, IdentifyRequest)
+        uid = req.identity.get("id")
+        if not isinstance(uid, str) or not uid.strip():
+            raise InvalidInput("identity.id is required and must be a non-empty string")
+        session = await pp._session(req.sessionId)
+        session.identity = req.identity
+        await pp.storage.update_session(session)
+        return JSONResponse({"ok": True})
+
+    async def prechat(request: Request) -> Response:
+        req = await parse(request, PreChatRequest)
+        if not req.email and not req.phone:
+            raise InvalidInput("give an email or a phone number")
+        if req.email and ("@" not in req.email or req.email.startswith("@") or req.email.endswith("@")):
+            raise InvalidInput("email is not a valid address")
+        session = await pp._session(req.sessionId)
+        session.data["prechat"] = req.model_dump(exclude_none=True, exclude={"sessionId"})
+        await pp.storage.update_session(session)
+        return JSONResponse({"ok": True})
+
+    async def csat(request: Request) -> Response:
+        req = await parse(request, CsatRequest)
+        session = await pp._session(req.sessionId)
+        if "csat" in session.data:
+            return JSONResponse({"ok": True, "alreadyRated": True})
+        rating: dict[str, Any] = {"score": req.score}
+        if req.comment and req.comment.strip():
+            rating["comment"] = req.comment.strip()
+        session.data["csat"] = rating
+        await pp.storage.update_session(session)
+        await pp._widget_event(session, Event("csat", rating, session_id=session.id))
+        return JSONResponse({"ok": True})
+
+    async def beacon(request: Request) -> Response:
+        # /disconnect and /visibility: sent by sendBeacon, whatever the Content-Type.
+        req = await parse(request, SessionOnlyRequest)
+        await pp._session(req.sessionId)
+        return JSONResponse({"ok": True})
+
+    async def screenshot_requests(request: Request) -> Response:
+        query_session_id(request)
+        return JSONResponse({"requests": []})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "status": "ok",
+                "version": __version__,
+                "storage": type(pp.storage).__name__,
+                "streams": pp.hub.count(),
+            }
+        )
+
+    async def on_pocketping_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, PocketPingError)
+        if exc.status_code >= 500:
+            log.error("request failed: %s", exc, exc_info=exc)
+        return error(exc.status_code, exc.code, str(exc))
+
+    async def on_bad_request(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, _BadRequest)
+        return exc.response
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error(exc.status_code, code, exc.detail)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error(500, "internal_error", "the server failed to handle this request")
+
+    routes = [
+        Route("/connect", connect, methods=["POST"]),
+        Route("/message", send_message, methods=["POST"]),
+        Route("/message/{message_id}", edit_message, methods=["PATCH"]),
+        Route("/message/{message_id}", delete_message, methods=["DELETE"]),
+        Route("/messages", get_messages, methods=["GET"]),
+        Route("/typing", typing, methods=["POST"]),
+        Route("/read", read, methods=["POST"]),
+        Route("/identify", identify, methods=["POST"]),
+        Route("/prechat", prechat, methods=["POST"]),
+        Route("/csat", csat, methods=["POST"]),
+        Route("/disconnect", beacon, methods=["POST"]),
+        Route("/visibility", beacon, methods=["POST"]),
+        Route("/screenshot/requests", screenshot_requests, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/stream", stream_http(pp), methods=["GET"]),
+        WebSocketRoute("/stream", stream_ws(pp)),
+    ]
+    origins = pp.allowed_origins
+    cors: dict[str, Any] = (
+        {"allow_origin_regex": ".*"} if origins == "*" else {"allow_origins": [origins] if isinstance(origins, str) else list(origins)}
+    )
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_credentials=True,
+                allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+                allow_headers=["Content-Type", "X-PocketPing-Version"],
+                expose_headers=VERSION_HEADERS,
+                max_age=86400,
+                **cors,
+            )
+        ],
+        exception_handlers={
+            PocketPingError: on_pocketping_error,
+            _BadRequest: on_bad_request,
+            HTTPException: on_http_error,
+            Exception: on_unexpected,
+        },
+        lifespan=pp.lifespan,
+    )
+    return _LazyStart(pp, app)
+
+
+class _LazyStart:
+    """Starts PocketPing on the first request when the host did not run its lifespan."""
+
+    def __init__(self, pp: PocketPing, app: ASGIApp) -> None:
+        self.pp = pp
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan" and not self.pp._started:
+            await self.pp.start()
+        await self.app(scope, receive, send)
+
+
+def _client_ip(request: Request) -> str | None:
+    forwarded = request.headers.get("x-forwarded-for")
+    if forwarded:
+        return forwarded.split(",")[0].strip()
+    real = request.headers.get("x-real-ip")
+    if real:
+        return real.strip()
+    return request.client.host if request.client else None

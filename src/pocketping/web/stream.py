@@ -1,0 +1,170 @@
+"""``/stream``: real-time pushes over WebSocket (upgrade) and SSE (plain GET).
+
+Both subscribe to the hub *before* reading what the client missed from storage, so nothing
+falls between catch-up and live delivery (a message may arrive twice; clients dedupe by id).
+
+* WebSocket: on open, replays the session's messages changed in the last two minutes (or
+  after ``?after=``), then pushes live frames. Accepts the widget's ``event`` frames.
+* SSE: unnamed events whose ``data:`` holds the ``{"type","data"}`` envelope; ``id:`` is the
+  change stamp, so ``Last-Event-ID`` (or ``?after=``) resumes exactly; comment heartbeats;
+  headers that stop proxies from buffering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..errors import InvalidInput
+from ..models import Event, Message, iso, parse_time
+from ..protocol import WidgetEventData, WidgetFrame
+
+if TYPE_CHECKING:
+    from ..core import PocketPing
+    from ..realtime.hub import Subscriber
+
+log = logging.getLogger("pocketping.realtime")
+
+REPLAY_WINDOW = timedelta(minutes=2)
+REPLAY_LIMIT = 50
+SSE_HEADERS = {
+    "Cache-Control": "no-cache, no-transform",
+    "X-Accel-Buffering": "no",
+    "Connection": "keep-alive",
+}
+
+
+def _frame(message: Message) -> tuple[str, str]:
+    text = json.dumps({"type": "message", "data": message.to_wire()}, separators=(",", ":"), ensure_ascii=False)
+    return text, iso(message.cursor)
+
+
+def _cursor(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise InvalidInput(f"after must be an ISO-8601 timestamp, not {value!r}") from None
+
+
+def stream_http(pp: PocketPing) -> Callable[[Request], Awaitable[Response]]:
+    async def sse(request: Request) -> Response:
+        sid = request.query_params.get("sessionId", "").strip()
+        if not sid:
+            raise InvalidInput("query parameter sessionId is required")
+        after = _cursor(request.query_params.get("after") or request.headers.get("last-event-id"))
+        await pp._session(sid)
+        sub = pp.hub.subscribe(sid)
+        try:
+            missed = await pp.storage.get_messages(sid, after=after) if after else []
+        except BaseException:
+            pp.hub.unsubscribe(sub)
+            raise
+        return StreamingResponse(
+            _sse_body(pp, sub, missed), media_type="text/event-stream", headers=SSE_HEADERS
+        )
+
+    return sse
+
+
+async def _sse_body(pp: PocketPing, sub: Subscriber, missed: list[Message]) -> AsyncIterator[str]:
+    try:
+        yield "retry: 3000\n: connected\n\n"
+        for m in missed:
+            text, eid = _frame(m)
+            yield f"id: {eid}\ndata: {text}\n\n"
+        queue = sub.queue
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), pp.sse_heartbeat)
+            except TimeoutError:
+                yield ": ping\n\n"
+                continue
+            if item is None or sub.overflowed:
+                return
+            text, eid = item
+            yield f"id: {eid}\ndata: {text}\n\n" if eid else f"data: {text}\n\n"
+    finally:
+        pp.hub.unsubscribe(sub)
+
+
+def stream_ws(pp: PocketPing) -> Callable[[WebSocket], Awaitable[None]]:
+    async def ws_endpoint(ws: WebSocket) -> None:
+        sid = ws.query_params.get("sessionId", "").strip()
+        try:
+            after = _cursor(ws.query_params.get("after"))
+        except InvalidInput:
+            await ws.close(code=1008, reason="invalid after")
+            return
+        session = await pp.storage.get_session(sid) if sid else None
+        if session is None:
+            await ws.close(code=1008, reason="unknown session")
+            return
+        await ws.accept()
+        sub = pp.hub.subscribe(sid)
+        writer = asyncio.get_running_loop().create_task(_ws_writer(pp, ws, sub, after))
+        try:
+            while True:
+                text = await ws.receive_text()
+                await _on_widget_frame(pp, sid, text)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            writer.cancel()
+            pp.hub.unsubscribe(sub)
+
+    return ws_endpoint
+
+
+async def _ws_writer(pp: PocketPing, ws: WebSocket, sub: Subscriber, after: datetime | None) -> None:
+    try:
+        since = after or datetime.now(UTC) - REPLAY_WINDOW
+        missed = await pp.storage.get_messages(sub.channel, after=since, limit=None if after else REPLAY_LIMIT)
+        for m in missed:
+            await ws.send_text(_frame(m)[0])
+        queue = sub.queue
+        while True:
+            item = await queue.get()
+            if item is None or sub.overflowed:
+                await ws.close(code=1013 if sub.overflowed else 1001)
+                return
+            await ws.send_text(item[0])
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the socket went away while writing
+        log.debug("websocket writer for %s ended: %s", sub.channel, exc)
+
+
+async def _on_widget_frame(pp: PocketPing, session_id: str, text: str) -> None:
+    try:
+        frame = WidgetFrame.model_validate_json(text)
+    except ValidationError:
+        log.info("ignored a malformed frame from session %s", session_id, extra={"session_id": session_id})
+        return
+    if frame.type != "event":
+        return
+    try:
+        data = WidgetEventData.model_validate(frame.data)
+    except ValidationError:
+        log.info("ignored a malformed event from session %s", session_id, extra={"session_id": session_id})
+        return
+    stamp = datetime.now(UTC)
+    if data.timestamp:
+        try:
+            stamp = parse_time(data.timestamp)
+        except ValueError:
+            pass
+    session = await pp.storage.get_session(session_id)
+    if session is None:
+        return
+    await pp._widget_event(session, Event(data.name, data.data or {}, stamp, session_id))
