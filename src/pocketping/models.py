@@ -277,7 +277,7 @@ class Message(_MappingModel):
             content=str(g("content") or ""),
             sender=str(g("sender") or g("type") or "visitor"),
             created_at=created,
-            updated_at=_opt_time(g("updated_at") or g("updatedAt")),
+            updated_at=_opt_time(g("updated_at") or g("updatedAt")) or created,
             status=str(g("status") or "sent"),
             delivered_at=_opt_time(g("delivered_at") or g("deliveredAt")),
             read_at=_opt_time(g("read_at") or g("readAt")),

@@ -222,6 +222,11 @@ class StorageAdapter(BaseStorage):
         stamp = await self._stamp(session_id, to_ms(message.created_at))
         message.created_at = message.updated_at = stamp
         result = await self._call("save_message", session_id, message)
+        if self._has("update_session"):  # keep get_sessions() ordered by activity
+            session = await self.get_session(session_id)
+            if session is not None:
+                session.last_activity = stamp
+                await self._call("update_session", session)
         if isinstance(result, Mapping) and "id" in result:
             return Message.from_mapping(result, session_id)
         return message
