@@ -70,7 +70,7 @@ class SyncPocketPing:
         return asyncio.run_coroutine_threadsafe(self._started(coro), loop).result()
 
     async def _started(self, coro: Coroutine[Any, Any, T]) -> T:
-        if not self._pp._started and coro.cr_code.co_name not in ("start", "stop"):
+        if not self._pp._started and getattr(coro, "__name__", "") not in ("start", "stop"):
             await self._pp.start()
         return await coro
 

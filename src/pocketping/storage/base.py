@@ -269,11 +269,11 @@ def _as_mapping(row: Any) -> Mapping[str, Any]:
     if isinstance(row, Mapping):
         return row
     if hasattr(row, "_asdict"):
-        return row._asdict()  # type: ignore[no-any-return]
+        return dict(row._asdict())
     if hasattr(row, "keys"):
         return {k: row[k] for k in row.keys()}  # noqa: SIM118  (sqlite3.Row)
     if hasattr(row, "__dict__"):
-        return vars(row)
+        return dict(vars(row))
     raise TypeError(f"storage returned {type(row).__name__}, expected a mapping or an object")
 
 

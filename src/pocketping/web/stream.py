@@ -92,8 +92,7 @@ async def _sse_body(pp: PocketPing, sub: Subscriber, missed: list[Message]) -> A
                 continue
             if item is None or sub.overflowed:
                 return
-            text, eid = item
-            yield f"id: {eid}\ndata: {text}\n\n" if eid else f"data: {text}\n\n"
+            yield f"id: {item[1]}\ndata: {item[0]}\n\n" if item[1] else f"data: {item[0]}\n\n"
     finally:
         pp.hub.unsubscribe(sub)
 
