@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import anyio.to_thread
 
 from .errors import Forbidden, InvalidInput, MessageNotFound, SessionNotFound
-from .models import SENDERS, Event, Message, Session, iso, new_id, parse_time
+from .models import SENDERS, Attachment, Event, Message, Session, iso, new_id, parse_time
 from .realtime.hub import ALL, Broker, Frame, Hub
 from .storage.base import STAMP, BaseStorage, ensure_storage
 
@@ -76,6 +76,7 @@ class PocketPing:
         latest_widget_version: str | None = None,
         sse_heartbeat: float = 15.0,
         console_token: str | None = None,
+        files: Any = None,
     ) -> None:
         if bridge_url is not None:
             parts = urlsplit(bridge_url)
@@ -105,6 +106,11 @@ class PocketPing:
         self.latest_widget_version = latest_widget_version
         self.sse_heartbeat = sse_heartbeat
         self.console_token = console_token
+        if files is None:
+            from .files import LocalFileStore
+
+            files = LocalFileStore("pocketping-uploads")
+        self.files = files
         self.operator_online = False
         self.hub = Hub()
         self._handlers: dict[str, list[Callable[..., Any]]] = {
@@ -549,8 +555,16 @@ class PocketPing:
         self._dispatch("message", session, message)
         return message
 
-    async def _attachments(self, session_id: str, attachment_ids: list[str]) -> list[Any]:
-        raise InvalidInput("attachments are not accepted by this server")
+    async def _attachments(self, session_id: str, attachment_ids: list[str]) -> list[Attachment]:
+        from .files import attachment_from_meta
+
+        found = []
+        for attachment_id in dict.fromkeys(attachment_ids):
+            meta = await self.files.meta(attachment_id)
+            if meta is None or meta["session_id"] != session_id or meta["status"] != "ready":
+                raise InvalidInput(f"attachment {attachment_id!r} is not an uploaded file of this session")
+            found.append(attachment_from_meta(meta, meta.get("url", "")))
+        return found
 
     async def _visitor_typing(self, session_id: str, is_typing: bool) -> None:
         await self._session(session_id)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -29,7 +28,9 @@ from ..protocol import (
     SessionOnlyRequest,
     TypingRequest,
 )
+from .parsing import _BadRequest, error, parse
 from .stream import stream_http, stream_ws
+from .uploads import upload_routes
 from .versions import version_headers
 
 if TYPE_CHECKING:
@@ -37,42 +38,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pocketping.web")
 
-M = TypeVar("M", bound=BaseModel)
-
-MAX_BODY = 256 * 1024
 VERSION_HEADERS = [
     "X-PocketPing-Version-Status",
     "X-PocketPing-Min-Version",
     "X-PocketPing-Latest-Version",
     "X-PocketPing-Version-Message",
 ]
-
-
-def error(status: int, code: str, detail: Any) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status)
-
-
-async def parse(request: Request, model: type[M]) -> M:
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise _BadRequest(413, "body_too_large", f"request body over {MAX_BODY} bytes")
-    if not body.strip():
-        raise _BadRequest(400, "invalid_json", "request body is empty; expected a JSON object")
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        errs = exc.errors(include_url=False, include_input=False, include_context=False)
-        if any(e["type"] == "json_invalid" for e in errs):
-            raise _BadRequest(400, "invalid_json", "request body is not valid JSON") from None
-        if any(e["type"] == "model_type" and not e["loc"] for e in errs):
-            raise _BadRequest(400, "invalid_json", "request body must be a JSON object") from None
-        detail = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in errs]
-        raise _BadRequest(400, "invalid_input", detail) from None
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: int, code: str, detail: Any) -> None:
-        self.response = error(status, code, detail)
 
 
 def query_session_id(request: Request) -> str:
@@ -270,6 +241,7 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
         Route("/health", health, methods=["GET"]),
         Route("/stream", stream_http(pp), methods=["GET"]),
         WebSocketRoute("/stream", stream_ws(pp)),
+        *upload_routes(pp),
     ]
     origins = pp.allowed_origins
     cors: dict[str, Any] = (
@@ -281,7 +253,7 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
             Middleware(
                 CORSMiddleware,
                 allow_credentials=True,
-                allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
                 allow_headers=["Content-Type", "X-PocketPing-Version"],
                 expose_headers=VERSION_HEADERS,
                 max_age=86400,

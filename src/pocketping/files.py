@@ -1,0 +1,105 @@
+"""Where uploaded attachments live: a directory, one file per attachment plus a JSON sidecar.
+
+The widget uploads in three steps (``POST /upload`` → ``PUT <uploadUrl>`` → ``POST
+/upload/complete``) and then names the attachment ids in ``POST /message``. Several hosts
+need a shared directory (NFS, a mounted volume); or pass your own object with the same
+methods as :class:`LocalFileStore`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from .errors import InvalidInput
+from .models import Attachment, new_id
+
+_ID = re.compile(r"^att_[A-Za-z0-9_-]{8,40}$")
+ALLOWED_TYPES = re.compile(
+    r"^(image/(png|jpeg|gif|webp|avif|bmp|heic)|audio/[\w.+-]+|video/[\w.+-]+|application/pdf|text/plain|"
+    r"application/msword|application/vnd\.openxmlformats-officedocument\.[\w.-]+|"
+    r"application/vnd\.ms-excel|application/octet-stream)$"
+)
+#: Types a browser may show inline from our origin; everything else is served as a download.
+INLINE_TYPES = re.compile(r"^(image/(png|jpeg|gif|webp|avif|bmp)|audio/[\w.+-]+|video/[\w.+-]+|application/pdf)$")
+
+
+class LocalFileStore:
+    def __init__(self, directory: str | Path = "pocketping-uploads", *, max_size: int = 10 * 1024 * 1024) -> None:
+        self.directory = Path(directory)
+        self.max_size = max_size
+
+    def _paths(self, attachment_id: str) -> tuple[Path, Path]:
+        if not _ID.match(attachment_id):
+            raise InvalidInput(f"not an attachment id: {attachment_id!r}")
+        return self.directory / f"{attachment_id}.bin", self.directory / f"{attachment_id}.json"
+
+    async def create(self, session_id: str, filename: str, mime_type: str, size: int) -> dict[str, Any]:
+        if not ALLOWED_TYPES.match(mime_type):
+            raise InvalidInput(f"files of type {mime_type!r} are not accepted")
+        if not 0 < size <= self.max_size:
+            raise InvalidInput(f"file size must be between 1 and {self.max_size} bytes, not {size}")
+        name = os.path.basename(filename.replace("\\", "/")).strip() or "file"
+        meta = {"id": new_id("att"), "session_id": session_id, "filename": name[:200], "mime_type": mime_type,
+                "size": size, "status": "pending"}
+        await anyio.to_thread.run_sync(self._write_meta, meta)
+        return meta
+
+    def _write_meta(self, meta: dict[str, Any]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        _, meta_path = self._paths(meta["id"])
+        tmp = meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta))
+        tmp.replace(meta_path)
+
+    async def meta(self, attachment_id: str) -> dict[str, Any] | None:
+        _, meta_path = self._paths(attachment_id)
+
+        def read() -> dict[str, Any] | None:
+            try:
+                return dict(json.loads(meta_path.read_text()))
+            except FileNotFoundError:
+                return None
+
+        return await anyio.to_thread.run_sync(read)
+
+    async def write(self, attachment_id: str, data: bytes) -> dict[str, Any]:
+        meta = await self.meta(attachment_id)
+        if meta is None:
+            raise InvalidInput(f"no pending upload {attachment_id!r}")
+        if meta["status"] != "pending":
+            raise InvalidInput("this upload is already complete")
+        if len(data) != meta["size"]:
+            raise InvalidInput(f"expected {meta['size']} bytes, got {len(data)}")
+        data_path, _ = self._paths(attachment_id)
+
+        def store() -> None:
+            tmp = data_path.with_suffix(".part")
+            tmp.write_bytes(data)
+            tmp.replace(data_path)
+            meta["status"] = "uploaded"
+            self._write_meta(meta)
+
+        await anyio.to_thread.run_sync(store)
+        return meta
+
+    async def complete(self, attachment_id: str) -> dict[str, Any]:
+        meta = await self.meta(attachment_id)
+        if meta is None or meta["status"] == "pending":
+            raise InvalidInput(f"attachment {attachment_id!r} has not been uploaded")
+        if meta["status"] != "ready":
+            meta["status"] = "ready"
+            await anyio.to_thread.run_sync(self._write_meta, meta)
+        return meta
+
+    def path(self, attachment_id: str) -> Path:
+        return self._paths(attachment_id)[0]
+
+
+def attachment_from_meta(meta: dict[str, Any], url: str) -> Attachment:
+    return Attachment(meta["id"], meta["filename"], meta["mime_type"], meta["size"], url, status=meta["status"])
