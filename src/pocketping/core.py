@@ -243,6 +243,26 @@ class PocketPing:
 
         return ASGIMiddleware(self.asgi_app)  # type: ignore[arg-type]
 
+    def wrap(self, app: ASGIApp, path: str = "/pocketping") -> ASGIApp:
+        """An ASGI app serving PocketPing under ``path`` and ``app`` everywhere else, with
+        PocketPing started and stopped by the server's lifespan. For Django ASGI::
+
+            application = pp.wrap(get_asgi_application())
+        """
+        from .web.integrations import ASGIWrapper
+
+        return ASGIWrapper(self, app, path)
+
+    def wrap_wsgi(self, app: Any, path: str = "/pocketping") -> Any:
+        """The WSGI twin of :meth:`wrap` (Flask, Django WSGI): HTTP, SSE and polling; the widget
+        falls back from WebSocket to SSE, as WSGI servers cannot upgrade connections::
+
+            app.wsgi_app = pp.wrap_wsgi(app.wsgi_app)          # Flask
+        """
+        from .web.integrations import wrap_wsgi
+
+        return wrap_wsgi(self, app, path)
+
     @cached_property
     def sync(self) -> SyncPocketPing:
         """The public API as blocking calls, for WSGI views, scripts and task queues."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..errors import InvalidInput
@@ -59,6 +59,12 @@ def _cursor(value: str | None) -> datetime | None:
 
 def stream_http(pp: PocketPing) -> Callable[[Request], Awaitable[Response]]:
     async def sse(request: Request) -> Response:
+        if request.headers.get("upgrade", "").lower() == "websocket":
+            # A WebSocket handshake that reached the HTTP route: the server cannot upgrade (WSGI).
+            return JSONResponse(
+                {"error": "websocket_unavailable", "detail": "this server speaks SSE and polling on /stream"},
+                status_code=426,
+            )
         sid = request.query_params.get("sessionId", "").strip()
         if not sid:
             raise InvalidInput("query parameter sessionId is required")
