@@ -49,5 +49,5 @@ def home(request):
 
 urlpatterns = [path("", home), path("reply/<str:session_id>", reply), path("inbox", show_inbox)]
 
-application = pp.wrap(get_asgi_application())           # asgi.py
+application = pp.wrap(get_asgi_application())  # asgi.py
 wsgi_application = pp.wrap_wsgi(get_wsgi_application())  # wsgi.py

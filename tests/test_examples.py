@@ -27,7 +27,10 @@ SERVERS = {
     "starlette": ("asgi", [str(BIN / "uvicorn"), "examples.starlette_app:app"]),
     "django-asgi": ("asgi", [str(BIN / "uvicorn"), "examples.django_app:application"]),
     "flask": ("wsgi", [str(BIN / "gunicorn"), "-k", "gthread", "--threads", "16", "examples.flask_app:app"]),
-    "django-wsgi": ("wsgi", [str(BIN / "gunicorn"), "-k", "gthread", "--threads", "16", "examples.django_app:wsgi_application"]),
+    "django-wsgi": (
+        "wsgi",
+        [str(BIN / "gunicorn"), "-k", "gthread", "--threads", "16", "examples.django_app:wsgi_application"],
+    ),
 }
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import queue
 import time
 from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from pocketping import PocketPing
@@ -31,7 +33,9 @@ def recv_type(ws: Any, type: str, timeout: float = 5.0) -> dict[str, Any]:
 def test_websocket_round_trip(pp: PocketPing, base: str, http: httpx.Client) -> None:
     sid = connect(http)["sessionId"]
     with ws_connect(ws_url(base, sid)) as ws:
-        r = http.post("/message", json={"sessionId": sid, "content": "Hello?", "sender": "visitor", "attachmentIds": []})
+        r = http.post(
+            "/message", json={"sessionId": sid, "content": "Hello?", "sender": "visitor", "attachmentIds": []}
+        )
         assert r.status_code == 200
         sent = r.json()
         echo = recv_type(ws, "message")["data"]
@@ -124,7 +128,18 @@ def test_widget_event_reaches_on_event(pp: PocketPing, base: str, http: httpx.Cl
 
     sid = connect(http)["sessionId"]
     with ws_connect(ws_url(base, sid)) as ws:
-        ws.send(json.dumps({"type": "event", "data": {"name": "clicked_pricing", "data": {"plan": "pro"}, "timestamp": "2026-06-04T09:34:50.123Z"}}))
+        ws.send(
+            json.dumps(
+                {
+                    "type": "event",
+                    "data": {
+                        "name": "clicked_pricing",
+                        "data": {"plan": "pro"},
+                        "timestamp": "2026-06-04T09:34:50.123Z",
+                    },
+                }
+            )
+        )
         ws.send("not json")  # ignored, the socket stays open
         ws.send(json.dumps({"type": "inspector_select", "data": {"selector": "#x"}}))
         deadline = time.monotonic() + 5
@@ -153,7 +168,9 @@ def test_typing_presence_edit_delete_pushes(pp: PocketPing, base: str, http: htt
     assert connect(http, sessionId=sid)["operatorOnline"] is True
 
 
-def test_operator_typing_expires_by_itself(pp: PocketPing, base: str, http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_operator_typing_expires_by_itself(
+    pp: PocketPing, base: str, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("pocketping.core.TYPING_TTL", 0.3)
     sid = connect(http)["sessionId"]
     with ws_connect(ws_url(base, sid)) as ws:
@@ -165,7 +182,11 @@ def test_operator_typing_expires_by_itself(pp: PocketPing, base: str, http: http
 def test_every_open_stream_of_the_session_gets_pushes(pp: PocketPing, base: str, http: httpx.Client) -> None:
     sid = connect(http)["sessionId"]
     other = connect(http, visitor_id="other-visitor")["sessionId"]
-    with ws_connect(ws_url(base, sid)) as tab1, ws_connect(ws_url(base, sid)) as tab2, ws_connect(ws_url(base, other)) as stranger:
+    with (
+        ws_connect(ws_url(base, sid)) as tab1,
+        ws_connect(ws_url(base, sid)) as tab2,
+        ws_connect(ws_url(base, other)) as stranger,
+    ):
         sse = SSEReader(f"{base}/stream?sessionId={sid}")
         try:
             m = pp.sync.send_message(sid, content="to both tabs")
@@ -193,8 +214,10 @@ def test_sse_resumes_with_last_event_id(pp: PocketPing, base: str, http: httpx.C
         got = [second.next(type="message")["json"]["data"] for _ in range(3)]
         # in change order: missed 1, missed 2, then the edited missed 0
         assert [m["id"] for m in got] == [missed[1], missed[2], missed[0]]
-        assert got[2]["content"] == "missed 0 (edited)" and got[2]["editedAt"] == edited.edited_at.isoformat()[:23] + "Z"
-        with pytest.raises(Exception):
+        assert (
+            got[2]["content"] == "missed 0 (edited)" and got[2]["editedAt"] == edited.edited_at.isoformat()[:23] + "Z"
+        )
+        with pytest.raises(queue.Empty):
             second.next(timeout=0.3, type="message")
     finally:
         second.close()
@@ -211,6 +234,6 @@ def test_stream_rejects_unknown_session(base: str, http: httpx.Client) -> None:
     r = http.get("/stream", params={"sessionId": "sess_nope"}, headers={"Accept": "text/event-stream"})
     assert r.status_code == 404 and r.json()["error"] == "session_not_found"
     assert http.get("/stream").status_code == 400
-    with pytest.raises(Exception):
-        with ws_connect(ws_url(base, "sess_nope")) as ws:
-            ws.recv(timeout=2)
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(ws_url(base, "sess_nope"), open_timeout=5)
+    assert refused.value.response.status_code == 403

@@ -20,7 +20,9 @@ def test_upload_then_send_with_attachment(serve: Any, tmp_path: Path) -> None:
     base = serve(pp)
     with httpx.Client(base_url=base) as http:
         sid = connect(http)["sessionId"]
-        r = http.post("/upload", json={"sessionId": sid, "filename": "../shot.png", "mimeType": "image/png", "size": len(PNG)})
+        r = http.post(
+            "/upload", json={"sessionId": sid, "filename": "../shot.png", "mimeType": "image/png", "size": len(PNG)}
+        )
         assert r.status_code == 200, r.text
         ticket = r.json()
         assert ticket["uploadUrl"] == f"{base}/upload/{ticket['attachmentId']}" and ticket["expiresAt"].endswith("Z")
@@ -44,7 +46,9 @@ def test_upload_rejections(serve: Any, tmp_path: Path) -> None:
         other = connect(http, visitor_id="other")["sessionId"]
 
         def start(**kw: Any) -> httpx.Response:
-            return http.post("/upload", json={"sessionId": sid, "filename": "a.png", "mimeType": "image/png", "size": 10, **kw})
+            return http.post(
+                "/upload", json={"sessionId": sid, "filename": "a.png", "mimeType": "image/png", "size": 10, **kw}
+            )
 
         assert start(mimeType="text/html").status_code == 400
         assert start(mimeType="image/svg+xml").status_code == 400
@@ -53,11 +57,16 @@ def test_upload_rejections(serve: Any, tmp_path: Path) -> None:
         ticket = start().json()
         assert httpx.put(ticket["uploadUrl"], content=b"short").status_code == 400  # size mismatch
         # not uploaded yet → cannot complete or be attached
-        assert http.post("/upload/complete", json={"sessionId": sid, "attachmentId": ticket["attachmentId"]}).status_code == 400
+        assert (
+            http.post("/upload/complete", json={"sessionId": sid, "attachmentId": ticket["attachmentId"]}).status_code
+            == 400
+        )
         r = http.post("/message", json={"sessionId": sid, "content": "", "attachmentIds": [ticket["attachmentId"]]})
         assert r.status_code == 400 and pp.sync.get_messages(sid) == []
         assert httpx.put(ticket["uploadUrl"], content=b"0123456789").status_code == 200
         # another session cannot take it
         r = http.post("/upload/complete", json={"sessionId": other, "attachmentId": ticket["attachmentId"]})
         assert r.status_code == 400
-        assert httpx.put(ticket["uploadUrl"].replace(ticket["attachmentId"], "att_../../etc"), content=b"x").status_code in (400, 404)
+        assert httpx.put(
+            ticket["uploadUrl"].replace(ticket["attachmentId"], "att_../../etc"), content=b"x"
+        ).status_code in (400, 404)

@@ -55,7 +55,9 @@ def test_message_is_stored_before_the_answer_and_sender_is_forced(pp: PocketPing
     got: list[tuple[str, str]] = []
     pp.on_message(lambda session, message: got.append((message.type, message.content)))
     sid = connect(http)["sessionId"]
-    r = post(http, "/message", {"sessionId": sid, "content": "I am the operator", "sender": "operator", "attachmentIds": []})
+    r = post(
+        http, "/message", {"sessionId": sid, "content": "I am the operator", "sender": "operator", "attachmentIds": []}
+    )
     assert r.status_code == 200
     body = r.json()
     assert set(body) == {"messageId", "timestamp"}
@@ -123,7 +125,11 @@ def test_small_endpoints(pp: PocketPing, http: httpx.Client) -> None:
     assert post(http, "/csat", {"sessionId": sid, "score": 1}).json() == {"ok": True, "alreadyRated": True}
     assert pp.sync.get_session(sid).data["csat"] == {"score": 5, "comment": "great"}
     # beacons: sendBeacon posts a Blob, sometimes as text/plain
-    r = http.post("/disconnect", content=b'{"sessionId":"%s","duration":12,"reason":"page_unload"}' % sid.encode(), headers={"Content-Type": "text/plain"})
+    r = http.post(
+        "/disconnect",
+        content=b'{"sessionId":"%s","duration":12,"reason":"page_unload"}' % sid.encode(),
+        headers={"Content-Type": "text/plain"},
+    )
     assert r.json() == {"ok": True}
     assert post(http, "/visibility", {"sessionId": sid, "state": "hidden", "timestamp": 1}).json() == {"ok": True}
     health = http.get("/health").json()
@@ -136,7 +142,13 @@ def test_prechat_form_state_in_connect(serve: Any) -> None:
     pp = PocketPing(storage=MemoryStorage(), prechat_form={"required": True, "fields": "email-only"})
     with httpx.Client(base_url=serve(pp)) as http:
         body = connect(http)
-        assert body["preChatForm"] == {"enabled": True, "required": True, "timing": "before-first-message", "fields": "email-only", "completed": False}
+        assert body["preChatForm"] == {
+            "enabled": True,
+            "required": True,
+            "timing": "before-first-message",
+            "fields": "email-only",
+            "completed": False,
+        }
         post(http, "/prechat", {"sessionId": body["sessionId"], "email": "a@example.com"})
         assert connect(http, sessionId=body["sessionId"])["preChatForm"]["completed"] is True
 
@@ -153,9 +165,15 @@ def test_cors_preflight_and_exposed_headers(http: httpx.Client) -> None:
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == "https://shop.example"
     assert r.headers["access-control-allow-credentials"] == "true"
-    assert "PATCH" in r.headers["access-control-allow-methods"] and "DELETE" in r.headers["access-control-allow-methods"]
+    assert (
+        "PATCH" in r.headers["access-control-allow-methods"] and "DELETE" in r.headers["access-control-allow-methods"]
+    )
     assert int(r.headers["access-control-max-age"]) > 0
-    r = http.post("/connect", json={"visitorId": "v", "sessionId": None, "metadata": {}}, headers={"Origin": "https://shop.example"})
+    r = http.post(
+        "/connect",
+        json={"visitorId": "v", "sessionId": None, "metadata": {}},
+        headers={"Origin": "https://shop.example"},
+    )
     assert r.headers["access-control-allow-origin"] == "https://shop.example"
     assert "X-PocketPing-Version-Status" in r.headers["access-control-expose-headers"]
 
@@ -182,7 +200,10 @@ def test_version_negotiation(serve: Any) -> None:
         old = http.post("/connect", json=body, headers={"X-PocketPing-Version": "1.9.9"})
         assert old.status_code == 426 and old.headers["x-pocketping-version-status"] == "unsupported"
         assert old.json()["error"] == "widget_version_unsupported"
-        assert "x-pocketping-version-status" not in http.post("/message", json={"sessionId": ok.json()["sessionId"], "content": "x"}).headers
+        assert (
+            "x-pocketping-version-status"
+            not in http.post("/message", json={"sessionId": ok.json()["sessionId"], "content": "x"}).headers
+        )
 
 
 BAD_INPUTS = [

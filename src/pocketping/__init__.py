@@ -1,9 +1,9 @@
 """PocketPing: live chat for your website, served by your own Python app.
 
-    from pocketping import PocketPing
+from pocketping import PocketPing
 
-    pp = PocketPing(welcome_message="Hi! How can we help?")
-    app.mount("/pocketping", pp.asgi_app)
+pp = PocketPing(welcome_message="Hi! How can we help?")
+app.mount("/pocketping", pp.asgi_app)
 """
 
 __version__ = "0.1.0"

@@ -26,9 +26,7 @@ def build_demo_app(db: str) -> object:
     async def home(request: object) -> HTMLResponse:
         return HTMLResponse(DEMO_PAGE)
 
-    return Starlette(
-        routes=[Route("/", home), Mount("/pocketping", app=pp.asgi_app)], lifespan=pp.lifespan
-    )
+    return Starlette(routes=[Route("/", home), Mount("/pocketping", app=pp.asgi_app)], lifespan=pp.lifespan)
 
 
 def demo(args: argparse.Namespace) -> int:

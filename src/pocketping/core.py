@@ -82,8 +82,7 @@ class PocketPing:
             parts = urlsplit(bridge_url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise InvalidInput(
-                    f"bridge_url must be an http(s) URL such as http://localhost:3001, "
-                    f"not {bridge_url!r}"
+                    f"bridge_url must be an http(s) URL such as http://localhost:3001, not {bridge_url!r}"
                 )
             bridge_url = bridge_url.rstrip("/")
         if max_message_length < 1:
@@ -342,9 +341,7 @@ class PocketPing:
         if not allow_empty and not content.strip():
             raise InvalidInput("content must not be empty")
         if len(content) > self.max_message_length:
-            raise InvalidInput(
-                f"content is {len(content)} characters long; the limit is {self.max_message_length}"
-            )
+            raise InvalidInput(f"content is {len(content)} characters long; the limit is {self.max_message_length}")
         return content
 
     async def send_message(
@@ -444,9 +441,7 @@ class PocketPing:
             raise Forbidden("visitors can only edit their own messages")
         if message.deleted_at is not None:
             raise Forbidden("a deleted message cannot be edited")
-        updated = await self.storage.update_message(
-            session_id, message_id, {"content": content, "edited_at": STAMP}
-        )
+        updated = await self.storage.update_message(session_id, message_id, {"content": content, "edited_at": STAMP})
         if updated is None:
             raise MessageNotFound(message_id)
         assert updated.edited_at is not None

@@ -1,15 +1,15 @@
 """Exceptions raised by PocketPing.
 
-    PocketPingError
-    ├── InvalidInput (also a ValueError)   bad arguments or request bodies
-    ├── SessionNotFound (also a LookupError)
-    ├── MessageNotFound (also a LookupError)
-    ├── Forbidden                           e.g. editing someone else's message
-    ├── StorageError
-    │   └── StorageCapabilityError          the storage lacks an optional method
-    ├── BridgeError                         carries ``.bridge``
-    ├── RateLimited                         carries ``.retry_after``
-    └── AuthError                           a webhook or console request failed verification
+PocketPingError
+├── InvalidInput (also a ValueError)   bad arguments or request bodies
+├── SessionNotFound (also a LookupError)
+├── MessageNotFound (also a LookupError)
+├── Forbidden                           e.g. editing someone else's message
+├── StorageError
+│   └── StorageCapabilityError          the storage lacks an optional method
+├── BridgeError                         carries ``.bridge``
+├── RateLimited                         carries ``.retry_after``
+└── AuthError                           a webhook or console request failed verification
 """
 
 from __future__ import annotations

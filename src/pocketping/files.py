@@ -45,8 +45,14 @@ class LocalFileStore:
         if not 0 < size <= self.max_size:
             raise InvalidInput(f"file size must be between 1 and {self.max_size} bytes, not {size}")
         name = os.path.basename(filename.replace("\\", "/")).strip() or "file"
-        meta = {"id": new_id("att"), "session_id": session_id, "filename": name[:200], "mime_type": mime_type,
-                "size": size, "status": "pending"}
+        meta = {
+            "id": new_id("att"),
+            "session_id": session_id,
+            "filename": name[:200],
+            "mime_type": mime_type,
+            "size": size,
+            "status": "pending",
+        }
         await anyio.to_thread.run_sync(self._write_meta, meta)
         return meta
 

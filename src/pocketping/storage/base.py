@@ -54,9 +54,7 @@ class BaseStorage:
     async def update_session(self, session: Session) -> None:
         raise StorageCapabilityError(self, "update_session", "changing a session")
 
-    async def list_sessions(
-        self, *, limit: int | None = None, include_closed: bool = False
-    ) -> list[Session]:
+    async def list_sessions(self, *, limit: int | None = None, include_closed: bool = False) -> list[Session]:
         raise StorageCapabilityError(self, "list_sessions", "get_sessions()")
 
     async def find_session_by_visitor(self, visitor_id: str) -> Session | None:
@@ -83,9 +81,7 @@ class BaseStorage:
                 return message
         return None
 
-    async def update_message(
-        self, session_id: str, message_id: str, changes: Mapping[str, Any]
-    ) -> Message | None:
+    async def update_message(self, session_id: str, message_id: str, changes: Mapping[str, Any]) -> Message | None:
         """Apply ``changes`` (field → value; :data:`STAMP` means "the new stamp") and move the
         message's ``updated_at`` to a new stamp. ``None`` if there is no such message."""
         raise StorageCapabilityError(self, "update_message", "editing messages")
@@ -176,9 +172,7 @@ class StorageAdapter(BaseStorage):
             raise StorageCapabilityError(self.inner, "update_session", "changing a session")
         await self._call("update_session", session)
 
-    async def list_sessions(
-        self, *, limit: int | None = None, include_closed: bool = False
-    ) -> list[Session]:
+    async def list_sessions(self, *, limit: int | None = None, include_closed: bool = False) -> list[Session]:
         for name in ("list_sessions", "get_sessions"):
             if self._has(name):
                 fn = getattr(self.inner, name)
@@ -252,9 +246,7 @@ class StorageAdapter(BaseStorage):
             return None if row is None else Message.from_mapping(_as_mapping(row), session_id)
         return await super().get_message(session_id, message_id)
 
-    async def update_message(
-        self, session_id: str, message_id: str, changes: Mapping[str, Any]
-    ) -> Message | None:
+    async def update_message(self, session_id: str, message_id: str, changes: Mapping[str, Any]) -> Message | None:
         if not self._has("update_message"):
             raise StorageCapabilityError(self.inner, "update_message", "editing messages")
         message = await self.get_message(session_id, message_id)
@@ -282,5 +274,3 @@ def ensure_storage(storage: Any) -> BaseStorage:
     if isinstance(storage, BaseStorage):
         return storage
     return StorageAdapter(storage)
-
-

@@ -51,9 +51,7 @@ class MemoryStorage(BaseStorage):
             if session.id in self._sessions:
                 self._sessions[session.id] = _copy_session(session)
 
-    async def list_sessions(
-        self, *, limit: int | None = None, include_closed: bool = False
-    ) -> list[Session]:
+    async def list_sessions(self, *, limit: int | None = None, include_closed: bool = False) -> list[Session]:
         with self._lock:
             sessions = [s for s in self._sessions.values() if include_closed or s.is_active]
         sessions.sort(key=lambda s: s.last_activity or s.created_at, reverse=True)
@@ -96,9 +94,7 @@ class MemoryStorage(BaseStorage):
         m = self._index.get(message_id)
         return _copy_message(m) if m is not None and m.session_id == session_id else None
 
-    async def update_message(
-        self, session_id: str, message_id: str, changes: Mapping[str, Any]
-    ) -> Message | None:
+    async def update_message(self, session_id: str, message_id: str, changes: Mapping[str, Any]) -> Message | None:
         with self._lock:
             m = self._index.get(message_id)
             if m is None or m.session_id != session_id:

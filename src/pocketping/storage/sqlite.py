@@ -62,9 +62,7 @@ _MESSAGE_COLUMNS = (
     "id, session_id, created_ms, updated_ms, sender, content, status, delivered_ms, read_ms, "
     "edited_ms, deleted_ms, reply_to, attachments, metadata"
 )
-_SESSION_COLUMNS = (
-    "id, visitor_id, created_ms, last_activity_ms, status, closed_ms, metadata, identity, data"
-)
+_SESSION_COLUMNS = "id, visitor_id, created_ms, last_activity_ms, status, closed_ms, metadata, identity, data"
 
 
 def _ms(dt: datetime | None) -> int | None:
@@ -165,9 +163,7 @@ class SQLiteStorage(BaseStorage):
     def _migrate(conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS pocketping_schema (version INTEGER NOT NULL)"
-            )
+            conn.execute("CREATE TABLE IF NOT EXISTS pocketping_schema (version INTEGER NOT NULL)")
             row = conn.execute("SELECT version FROM pocketping_schema").fetchone()
             version = row[0] if row else 0
             if version > len(MIGRATIONS):
@@ -229,9 +225,7 @@ class SQLiteStorage(BaseStorage):
 
     async def get_session(self, session_id: str) -> Session | None:
         def op() -> Session | None:
-            row = self._db().execute(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
-            ).fetchone()
+            row = self._db().execute(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
             return _session_from_row(row) if row else None
 
         return await self._run(op)
@@ -248,28 +242,32 @@ class SQLiteStorage(BaseStorage):
 
         await self._run(self._write, op)
 
-    async def list_sessions(
-        self, *, limit: int | None = None, include_closed: bool = False
-    ) -> list[Session]:
+    async def list_sessions(self, *, limit: int | None = None, include_closed: bool = False) -> list[Session]:
         where = "" if include_closed else "WHERE status = 'active'"
 
         def op() -> list[Session]:
-            rows = self._db().execute(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions {where} "
-                "ORDER BY last_activity_ms DESC LIMIT ?",
-                (-1 if limit is None else limit,),
-            ).fetchall()
+            rows = (
+                self._db()
+                .execute(
+                    f"SELECT {_SESSION_COLUMNS} FROM sessions {where} ORDER BY last_activity_ms DESC LIMIT ?",
+                    (-1 if limit is None else limit,),
+                )
+                .fetchall()
+            )
             return [_session_from_row(r) for r in rows]
 
         return await self._run(op)
 
     async def find_session_by_visitor(self, visitor_id: str) -> Session | None:
         def op() -> Session | None:
-            row = self._db().execute(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE visitor_id = ? "
-                "ORDER BY created_ms DESC LIMIT 1",
-                (visitor_id,),
-            ).fetchone()
+            row = (
+                self._db()
+                .execute(
+                    f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE visitor_id = ? ORDER BY created_ms DESC LIMIT 1",
+                    (visitor_id,),
+                )
+                .fetchone()
+            )
             return _session_from_row(row) if row else None
 
         return await self._run(op)
@@ -278,9 +276,7 @@ class SQLiteStorage(BaseStorage):
 
     @staticmethod
     def _last_stamp(c: sqlite3.Connection, session_id: str) -> int | None:
-        row = c.execute(
-            "SELECT max(updated_ms) FROM messages WHERE session_id = ?", (session_id,)
-        ).fetchone()
+        row = c.execute("SELECT max(updated_ms) FROM messages WHERE session_id = ?", (session_id,)).fetchone()
         return row[0] if row else None
 
     async def save_message(self, session_id: str, message: Message) -> Message:
@@ -303,15 +299,11 @@ class SQLiteStorage(BaseStorage):
                     _ms(message.edited_at),
                     _ms(message.deleted_at),
                     message.reply_to,
-                    json.dumps([a.to_dict() for a in message.attachments])
-                    if message.attachments
-                    else None,
+                    json.dumps([a.to_dict() for a in message.attachments]) if message.attachments else None,
                     json.dumps(message.metadata) if message.metadata else None,
                 ),
             )
-            c.execute(
-                "UPDATE sessions SET last_activity_ms = ? WHERE id = ?", (stamp, session_id)
-            )
+            c.execute("UPDATE sessions SET last_activity_ms = ? WHERE id = ?", (stamp, session_id))
             message.created_at = message.updated_at = from_ms(stamp)
 
         await self._run(self._write, op)
@@ -322,10 +314,7 @@ class SQLiteStorage(BaseStorage):
     ) -> list[Message]:
         lim = -1 if limit is None else limit
         if after is None:
-            sql = (
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? "
-                "ORDER BY created_ms LIMIT ?"
-            )
+            sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? ORDER BY created_ms LIMIT ?"
             params: tuple[Any, ...] = (session_id, lim)
         else:
             sql = (
@@ -341,17 +330,19 @@ class SQLiteStorage(BaseStorage):
 
     async def get_message(self, session_id: str, message_id: str) -> Message | None:
         def op() -> Message | None:
-            row = self._db().execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ? AND session_id = ?",
-                (message_id, session_id),
-            ).fetchone()
+            row = (
+                self._db()
+                .execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ? AND session_id = ?",
+                    (message_id, session_id),
+                )
+                .fetchone()
+            )
             return _message_from_row(row) if row else None
 
         return await self._run(op)
 
-    async def update_message(
-        self, session_id: str, message_id: str, changes: Mapping[str, Any]
-    ) -> Message | None:
+    async def update_message(self, session_id: str, message_id: str, changes: Mapping[str, Any]) -> Message | None:
         def op(c: sqlite3.Connection) -> Message | None:
             row = c.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ? AND session_id = ?",
@@ -376,9 +367,7 @@ class SQLiteStorage(BaseStorage):
                     _ms(message.edited_at),
                     _ms(message.deleted_at),
                     message.reply_to,
-                    json.dumps([a.to_dict() for a in message.attachments])
-                    if message.attachments
-                    else None,
+                    json.dumps([a.to_dict() for a in message.attachments]) if message.attachments else None,
                     json.dumps(message.metadata) if message.metadata else None,
                     message.id,
                 ),

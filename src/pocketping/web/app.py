@@ -118,9 +118,7 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
                 raise InvalidInput("limit must be an integer between 1 and 1000")
             limit = int(limit_text)
         messages = await pp.get_messages(sid, after=after, limit=limit + 1)
-        return JSONResponse(
-            {"messages": [m.to_wire() for m in messages[:limit]], "hasMore": len(messages) > limit}
-        )
+        return JSONResponse({"messages": [m.to_wire() for m in messages[:limit]], "hasMore": len(messages) > limit})
 
     async def edit_message(request: Request) -> Response:
         req = await parse(request, EditMessageRequest)
@@ -245,7 +243,9 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
     ]
     origins = pp.allowed_origins
     cors: dict[str, Any] = (
-        {"allow_origin_regex": ".*"} if origins == "*" else {"allow_origins": [origins] if isinstance(origins, str) else list(origins)}
+        {"allow_origin_regex": ".*"}
+        if origins == "*"
+        else {"allow_origins": [origins] if isinstance(origins, str) else list(origins)}
     )
     app = Starlette(
         routes=routes,

@@ -13,6 +13,7 @@ falls between catch-up and live delivery (a message may arrive twice; clients de
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -76,9 +77,7 @@ def stream_http(pp: PocketPing) -> Callable[[Request], Awaitable[Response]]:
         except BaseException:
             pp.hub.unsubscribe(sub)
             raise
-        return StreamingResponse(
-            _sse_body(pp, sub, missed), media_type="text/event-stream", headers=SSE_HEADERS
-        )
+        return StreamingResponse(_sse_body(pp, sub, missed), media_type="text/event-stream", headers=SSE_HEADERS)
 
     return sse
 
@@ -165,10 +164,8 @@ async def _on_widget_frame(pp: PocketPing, session_id: str, text: str) -> None:
         return
     stamp = datetime.now(UTC)
     if data.timestamp:
-        try:
+        with contextlib.suppress(ValueError):
             stamp = parse_time(data.timestamp)
-        except ValueError:
-            pass
     session = await pp.storage.get_session(session_id)
     if session is None:
         return

@@ -48,7 +48,11 @@ def upload_routes(pp: PocketPing) -> list[Route]:
         meta = await pp.files.create(req.sessionId, req.filename, req.mimeType.lower(), req.size)
         expires = datetime.now(UTC) + UPLOAD_TTL
         return JSONResponse(
-            {"attachmentId": meta["id"], "uploadUrl": f"{_base(request)}/upload/{meta['id']}", "expiresAt": iso(expires)}
+            {
+                "attachmentId": meta["id"],
+                "uploadUrl": f"{_base(request)}/upload/{meta['id']}",
+                "expiresAt": iso(expires),
+            }
         )
 
     async def put(request: Request) -> Response:

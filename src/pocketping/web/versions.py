@@ -12,9 +12,7 @@ def _parse(version: str) -> tuple[int, ...] | None:
     return tuple(int(p or 0) for p in m.groups())
 
 
-def version_headers(
-    widget: str | None, minimum: str | None, latest: str | None
-) -> tuple[dict[str, str], str, str]:
+def version_headers(widget: str | None, minimum: str | None, latest: str | None) -> tuple[dict[str, str], str, str]:
     """Headers for the ``/connect`` response, the status, and its message.
 
     ``unsupported`` (below ``minimum``) means the request is refused with 426; ``outdated``
