@@ -274,3 +274,18 @@ def test_a_storage_missing_a_required_method_is_named() -> None:
 
     with pytest.raises(TypeError, match=r"save_message\(\), get_messages\(\)"):
         PocketPing(storage=Half())
+
+
+async def test_sqlite_two_writers_on_one_file_keep_stamps_unique(tmp_path: Path) -> None:
+    """Two storages on one file (as two worker processes would be) writing to one session."""
+    path = tmp_path / "shared.db"
+    a, b = PocketPing(storage=SQLiteStorage(path)), PocketPing(storage=SQLiteStorage(path))
+    async with a.lifespan(), b.lifespan():
+        session, _, _ = await a._connect("v", None, {}, None)
+        await asyncio.gather(
+            *(pp.send_message(session.id, content=f"{name}{i}") for i in range(30) for name, pp in (("a", a), ("b", b)))
+        )
+        got = await b.get_messages(session.id)
+        assert len(got) == 60
+        assert len({m.cursor for m in got}) == 60
+        assert [m.created_at for m in got] == sorted(m.created_at for m in got)
