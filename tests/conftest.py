@@ -18,10 +18,19 @@ from starlette.routing import Mount
 
 from pocketping import MemoryStorage, PocketPing
 
+from . import services
+
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_shared_services() -> Iterator[None]:
+    """Stops, by PID, the servers that tests/services.py started on demand (PostgreSQL)."""
+    yield
+    services.stop_all()
 
 
 def free_port() -> int:

@@ -107,13 +107,22 @@ def _sqlite(tmp: Path) -> Any:
     return SQLiteStorage(tmp / "pp.db")
 
 
+def _postgres(tmp: Path) -> Any:
+    from pocketping import PostgresStorage
+
+    from . import services
+
+    return PostgresStorage(services.fresh_database())  # a new database in a real cluster
+
+
 STORAGES: dict[str, Callable[[Path], Any]] = {
     "memory": lambda tmp: MemoryStorage(),
     "sqlite": _sqlite,
+    "postgres": _postgres,
     "seed-style": lambda tmp: SeedStyleStorage(str(tmp / "seed.db")),
     "async-dicts": lambda tmp: AsyncDictStorage(),
 }
-FULL = {"memory", "sqlite", "async-dicts"}
+FULL = {"memory", "sqlite", "postgres", "async-dicts"}
 
 
 @pytest.fixture(params=list(STORAGES))

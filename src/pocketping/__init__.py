@@ -24,6 +24,7 @@ from .errors import (  # noqa: E402
 from .models import Attachment, Event, Message, Session  # noqa: E402
 from .realtime.hub import Broker  # noqa: E402
 from .storage import BaseStorage, MemoryStorage, SQLiteStorage  # noqa: E402
+from .storage.postgres import PostgresStorage  # noqa: E402  (psycopg is imported on construction)
 
 __all__ = [
     "Attachment",
@@ -39,6 +40,7 @@ __all__ = [
     "MessageNotFound",
     "PocketPing",
     "PocketPingError",
+    "PostgresStorage",
     "RateLimited",
     "SQLiteStorage",
     "Session",

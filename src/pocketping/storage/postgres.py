@@ -1,0 +1,369 @@
+"""PostgreSQL storage: psycopg 3 (async) with a connection pool. Extra: ``pocketping[postgres]``.
+
+The schema is created and migrated on :meth:`PostgresStorage.open`, under a transaction-level
+advisory lock, so several workers may start at once. Every call runs in one transaction.
+
+Change stamps come from a per-session counter (``sessions.stamp_ms``) moved with one
+``UPDATE ... RETURNING``: the row lock it takes is held until commit, so two writers of the same
+session, in any process or on any host, get distinct stamps in commit order, and a stamp never
+goes below the writer's clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ..errors import StorageError
+from ..models import Attachment, Message, Session, from_ms, now_ms, to_ms
+from .base import BaseStorage, apply_changes
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+    from psycopg_pool import AsyncConnectionPool
+
+PIP_HINT = "pip install 'pocketping[postgres]'"
+
+#: Key of the advisory lock that serialises schema migrations (any constant bigint).
+MIGRATION_LOCK = 0x70636B7470696E67  # "pcktping"
+
+# Each entry moves the schema from version i to i + 1. Never edit a released entry: append.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE IF NOT EXISTS pocketping_sessions (
+        id TEXT PRIMARY KEY,
+        visitor_id TEXT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        last_activity_ms BIGINT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'active',
+        closed_ms BIGINT,
+        metadata JSONB NOT NULL DEFAULT '{}',
+        identity JSONB,
+        data JSONB NOT NULL DEFAULT '{}',
+        stamp_ms BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX IF NOT EXISTS pocketping_sessions_by_visitor
+        ON pocketping_sessions (visitor_id, created_ms DESC);
+    CREATE INDEX IF NOT EXISTS pocketping_sessions_by_activity
+        ON pocketping_sessions (status, last_activity_ms DESC);
+    CREATE TABLE IF NOT EXISTS pocketping_messages (
+        id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES pocketping_sessions (id) ON DELETE CASCADE,
+        created_ms BIGINT NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        sender TEXT NOT NULL,
+        content TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'sent',
+        delivered_ms BIGINT,
+        read_ms BIGINT,
+        edited_ms BIGINT,
+        deleted_ms BIGINT,
+        reply_to TEXT,
+        attachments JSONB,
+        metadata JSONB
+    );
+    CREATE UNIQUE INDEX IF NOT EXISTS pocketping_messages_by_created
+        ON pocketping_messages (session_id, created_ms);
+    CREATE UNIQUE INDEX IF NOT EXISTS pocketping_messages_by_change
+        ON pocketping_messages (session_id, updated_ms);
+    """,
+]
+
+_MESSAGE_COLUMNS = (
+    "id, session_id, created_ms, updated_ms, sender, content, status, delivered_ms, read_ms, "
+    "edited_ms, deleted_ms, reply_to, attachments, metadata"
+)
+_SESSION_COLUMNS = "id, visitor_id, created_ms, last_activity_ms, status, closed_ms, metadata, identity, data"
+
+
+def require_psycopg() -> None:
+    """Raise ImportError with the install hint when the ``postgres`` extra is missing."""
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"PostgreSQL support needs psycopg 3 and psycopg-pool: {PIP_HINT}") from exc
+
+
+def _ms(dt: datetime | None) -> int | None:
+    return None if dt is None else to_ms(dt)
+
+
+def _dt(ms: int | None) -> datetime | None:
+    return None if ms is None else from_ms(ms)
+
+
+def _json(value: Any) -> Any:
+    from psycopg.types.json import Jsonb
+
+    return None if value is None else Jsonb(value)
+
+
+def _message_from_row(r: tuple[Any, ...]) -> Message:
+    return Message(
+        id=r[0],
+        session_id=r[1],
+        created_at=from_ms(r[2]),
+        updated_at=from_ms(r[3]),
+        sender=r[4],
+        content=r[5],
+        status=r[6],
+        delivered_at=_dt(r[7]),
+        read_at=_dt(r[8]),
+        edited_at=_dt(r[9]),
+        deleted_at=_dt(r[10]),
+        reply_to=r[11],
+        attachments=[Attachment.from_mapping(a) for a in r[12]] if r[12] else [],
+        metadata=dict(r[13]) if r[13] else {},
+    )
+
+
+def _session_from_row(r: tuple[Any, ...]) -> Session:
+    return Session(
+        id=r[0],
+        visitor_id=r[1],
+        created_at=from_ms(r[2]),
+        last_activity=from_ms(r[3]),
+        status="closed" if r[4] == "closed" else "active",
+        closed_at=_dt(r[5]),
+        metadata=dict(r[6] or {}),
+        identity=dict(r[7]) if r[7] is not None else None,
+        data=dict(r[8] or {}),
+    )
+
+
+def _message_values(m: Message) -> tuple[Any, ...]:
+    """The columns after ``updated_ms`` in :data:`_MESSAGE_COLUMNS` order."""
+    return (
+        m.sender,
+        m.content,
+        m.status,
+        _ms(m.delivered_at),
+        _ms(m.read_at),
+        _ms(m.edited_at),
+        _ms(m.deleted_at),
+        m.reply_to,
+        _json([a.to_dict() for a in m.attachments]) if m.attachments else None,
+        _json(m.metadata) if m.metadata else None,
+    )
+
+
+class PostgresStorage(BaseStorage):
+    """Sessions and messages in PostgreSQL (tables ``pocketping_*``).
+
+    ``dsn`` is a libpq connection string or URL (``postgresql://user:pw@host/db``);
+    ``min_size`` / ``max_size`` bound the connection pool of each process.
+    """
+
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        require_psycopg()
+        if not isinstance(dsn, str) or not dsn:
+            raise ValueError("dsn must be a PostgreSQL connection string or URL")
+        if min_size < 0 or max_size < max(1, min_size):
+            raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
+        self.dsn = dsn
+        self.min_size = min_size
+        self.max_size = max_size
+        self._pool: AsyncConnectionPool | None = None
+
+    def __repr__(self) -> str:
+        return "PostgresStorage(<dsn>)"
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        from psycopg_pool import AsyncConnectionPool
+
+        pool = AsyncConnectionPool(
+            self.dsn,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            open=False,
+            name="pocketping",
+            kwargs={"application_name": "pocketping"},
+        )
+        await pool.open(wait=True, timeout=30)
+        try:
+            async with pool.connection() as conn:
+                await self._migrate(conn)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        if self._pool is None:
+            raise StorageError("PostgresStorage is not open: call `await storage.open()` (PocketPing.start does)")
+        return self._pool
+
+    @staticmethod
+    async def _migrate(conn: AsyncConnection[Any]) -> None:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await conn.execute("CREATE TABLE IF NOT EXISTS pocketping_schema (version INTEGER NOT NULL)")
+            row = await (await conn.execute("SELECT version FROM pocketping_schema")).fetchone()
+            version = row[0] if row else 0
+            if version > len(MIGRATIONS):
+                raise StorageError(
+                    f"database schema version {version} is newer than this PocketPing "
+                    f"(knows {len(MIGRATIONS)}); upgrade pocketping"
+                )
+            for sql in MIGRATIONS[version:]:
+                await conn.execute(sql.encode())  # several statements: simple query protocol
+            if row is None:
+                await conn.execute("INSERT INTO pocketping_schema VALUES (%s)", (len(MIGRATIONS),))
+            elif version != len(MIGRATIONS):
+                await conn.execute("UPDATE pocketping_schema SET version = %s", (len(MIGRATIONS),))
+
+    async def _fetchone(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        async with self.pool.connection() as conn:
+            return await (await conn.execute(sql, params)).fetchone()
+
+    async def _fetchall(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        async with self.pool.connection() as conn:
+            return await (await conn.execute(sql, params)).fetchall()
+
+    @staticmethod
+    async def _stamp(conn: AsyncConnection[Any], session_id: str, wanted_ms: int) -> int:
+        """Take the session's next stamp; locks the session row until commit."""
+        cur = await conn.execute(
+            "UPDATE pocketping_sessions SET stamp_ms = GREATEST(stamp_ms + 1, %s) WHERE id = %s RETURNING stamp_ms",
+            (wanted_ms, session_id),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise StorageError(f"no session with id {session_id!r}")
+        return int(row[0])
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    async def create_session(self, session: Session) -> None:
+        s = session
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                f"INSERT INTO pocketping_sessions ({_SESSION_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                (
+                    s.id,
+                    s.visitor_id,
+                    to_ms(s.created_at),
+                    to_ms(s.last_activity or s.created_at),
+                    s.status,
+                    _ms(s.closed_at),
+                    _json(s.metadata),
+                    _json(s.identity),
+                    _json(s.data),
+                ),
+            )
+
+    async def get_session(self, session_id: str) -> Session | None:
+        row = await self._fetchone(f"SELECT {_SESSION_COLUMNS} FROM pocketping_sessions WHERE id = %s", (session_id,))
+        return _session_from_row(row) if row else None
+
+    async def update_session(self, session: Session) -> None:
+        s = session
+        async with self.pool.connection() as conn:
+            # last_activity only moves forward: a concurrent message may have moved it already.
+            await conn.execute(
+                "UPDATE pocketping_sessions SET visitor_id=%s, created_ms=%s, "
+                "last_activity_ms=GREATEST(last_activity_ms, %s), status=%s, closed_ms=%s, metadata=%s, "
+                "identity=%s, data=%s WHERE id=%s",
+                (
+                    s.visitor_id,
+                    to_ms(s.created_at),
+                    to_ms(s.last_activity or s.created_at),
+                    s.status,
+                    _ms(s.closed_at),
+                    _json(s.metadata),
+                    _json(s.identity),
+                    _json(s.data),
+                    s.id,
+                ),
+            )
+
+    async def list_sessions(self, *, limit: int | None = None, include_closed: bool = False) -> list[Session]:
+        where = "" if include_closed else "WHERE status = 'active'"
+        rows = await self._fetchall(
+            f"SELECT {_SESSION_COLUMNS} FROM pocketping_sessions {where} ORDER BY last_activity_ms DESC LIMIT %s",
+            (limit,),
+        )
+        return [_session_from_row(r) for r in rows]
+
+    async def find_session_by_visitor(self, visitor_id: str) -> Session | None:
+        row = await self._fetchone(
+            f"SELECT {_SESSION_COLUMNS} FROM pocketping_sessions WHERE visitor_id = %s "
+            "ORDER BY created_ms DESC LIMIT 1",
+            (visitor_id,),
+        )
+        return _session_from_row(row) if row else None
+
+    # -- messages ---------------------------------------------------------------------------
+
+    async def save_message(self, session_id: str, message: Message) -> Message:
+        async with self.pool.connection() as conn:
+            stamp = await self._stamp(conn, session_id, to_ms(message.created_at))
+            await conn.execute(
+                f"INSERT INTO pocketping_messages ({_MESSAGE_COLUMNS}) "
+                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                (message.id, session_id, stamp, stamp, *_message_values(message)),
+            )
+            await conn.execute(
+                "UPDATE pocketping_sessions SET last_activity_ms = GREATEST(last_activity_ms, %s) WHERE id = %s",
+                (stamp, session_id),
+            )
+        message.created_at = message.updated_at = from_ms(stamp)
+        return message
+
+    async def get_messages(
+        self, session_id: str, *, after: datetime | None = None, limit: int | None = None
+    ) -> list[Message]:
+        if after is None:
+            sql = (
+                f"SELECT {_MESSAGE_COLUMNS} FROM pocketping_messages WHERE session_id = %s ORDER BY created_ms LIMIT %s"
+            )
+            params: tuple[Any, ...] = (session_id, limit)
+        else:
+            sql = (
+                f"SELECT {_MESSAGE_COLUMNS} FROM pocketping_messages WHERE session_id = %s AND updated_ms > %s "
+                "ORDER BY updated_ms LIMIT %s"
+            )
+            params = (session_id, to_ms(after), limit)
+        return [_message_from_row(r) for r in await self._fetchall(sql, params)]
+
+    async def get_message(self, session_id: str, message_id: str) -> Message | None:
+        row = await self._fetchone(
+            f"SELECT {_MESSAGE_COLUMNS} FROM pocketping_messages WHERE id = %s AND session_id = %s",
+            (message_id, session_id),
+        )
+        return _message_from_row(row) if row else None
+
+    async def update_message(self, session_id: str, message_id: str, changes: Mapping[str, Any]) -> Message | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM pocketping_messages WHERE id = %s AND session_id = %s",
+                (message_id, session_id),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            stamp = await self._stamp(conn, session_id, now_ms())
+            # Re-read under the session lock: a concurrent change of this message has committed.
+            cur = await conn.execute(f"SELECT {_MESSAGE_COLUMNS} FROM pocketping_messages WHERE id = %s", (message_id,))
+            row = await cur.fetchone()
+            assert row is not None
+            message = _message_from_row(row)
+            apply_changes(message, changes, from_ms(stamp))
+            await conn.execute(
+                "UPDATE pocketping_messages SET updated_ms=%s, sender=%s, content=%s, status=%s, delivered_ms=%s, "
+                "read_ms=%s, edited_ms=%s, deleted_ms=%s, reply_to=%s, attachments=%s, metadata=%s WHERE id = %s",
+                (stamp, *_message_values(message), message.id),
+            )
+        return message
