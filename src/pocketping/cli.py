@@ -4,41 +4,82 @@ from __future__ import annotations
 
 import argparse
 import logging
+import secrets
+import signal
 import sys
+from typing import Any
 
 DEMO_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>PocketPing demo</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body><h1>PocketPing demo</h1>
-<p>The PocketPing API is mounted at <code>/pocketping</code> on this site.</p>
+<html lang="en"><head><meta charset="utf-8"><title>PocketPing demo shop</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:720px;margin:40px auto;padding:0 16px;color:#222}
+code{background:#f1f1f4;padding:1px 4px;border-radius:4px}</style></head>
+<body><h1>PocketPing demo shop</h1>
+<p>This page embeds the PocketPing widget with one tag:</p>
+<pre><code>&lt;script src="/pocketping/widget.js" data-endpoint="/pocketping"&gt;&lt;/script&gt;</code></pre>
+<p>Open the chat bubble (bottom right) and write something. Answer it from the
+<strong>operator console</strong> (its address, with its token, is printed in the terminal),
+or from Python: <code>await pp.send_message(session_id, content="Hi!")</code>.</p>
+<script src="/pocketping/widget.js" data-endpoint="/pocketping" data-title="Demo shop"
+ data-operator-name="Demo team" data-welcome-message="Hi! How can we help?"></script>
 </body></html>"""
 
 
-def build_demo_app(db: str) -> object:
+def build_demo_app(db: str, token: str) -> tuple[Any, Any]:
+    """The demo site (page at ``/``, PocketPing at ``/pocketping``) and its PocketPing."""
     from starlette.applications import Starlette
     from starlette.responses import HTMLResponse
     from starlette.routing import Mount, Route
 
     from . import PocketPing, SQLiteStorage
 
-    pp = PocketPing(storage=SQLiteStorage(db), welcome_message="Hi! How can we help?")
+    pp = PocketPing(
+        storage=SQLiteStorage(db),
+        welcome_message="Hi! How can we help?",
+        operator_name="Demo team",
+        console_token=token,
+    )
 
     async def home(request: object) -> HTMLResponse:
         return HTMLResponse(DEMO_PAGE)
 
-    return Starlette(routes=[Route("/", home), Mount("/pocketping", app=pp.asgi_app)], lifespan=pp.lifespan)
+    app = Starlette(routes=[Route("/", home), Mount("/pocketping", app=pp.asgi_app)], lifespan=pp.lifespan)
+    return app, pp
 
 
 def demo(args: argparse.Namespace) -> int:
     import uvicorn
 
-    app = build_demo_app(args.db)
+    token = args.token or secrets.token_urlsafe(18)
+    app, pp = build_demo_app(args.db, token)
     base = f"http://127.0.0.1:{args.port}"
-    print(f"PocketPing demo running on {base}/", flush=True)
-    print(f"  site:   {base}/", flush=True)
-    print(f"  api:    {base}/pocketping/health", flush=True)
+
+    class DemoServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # End open SSE/WebSocket streams at once, so shutdown does not wait on them.
+            pp.hub.close_all()
+            super().handle_exit(sig, frame)
+
+    # uvicorn re-raises the signal it caught once it has shut down; these handlers make that a
+    # no-op, so Ctrl-C and SIGTERM end the demo with exit code 0.
+    previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGINT, signal.SIGTERM)}
+    config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning", timeout_graceful_shutdown=5)
+    server = DemoServer(config)
+    print(f"PocketPing demo running on {base}/ (data in {args.db})", flush=True)
+    print(f"  demo page:  {base}/", flush=True)
+    print(f"  console:    {base}/pocketping/console?token={token}", flush=True)
+    print(f"  widget.js:  {base}/pocketping/widget.js", flush=True)
+    print(f"  health:     {base}/pocketping/health", flush=True)
+    print(f"token: {token}", flush=True)
     print("Press Ctrl-C to stop.", flush=True)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")  # type: ignore[arg-type]
+    try:
+        server.run()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if not server.started:
+        print(f"PocketPing demo could not start on port {args.port} (in use? try --port N)", file=sys.stderr)
+        return 1
     print("PocketPing demo stopped.", flush=True)
     return 0
 
@@ -49,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="run a demo site on 127.0.0.1 (SQLite, no configuration)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--db", default="pocketping-demo.db", help="SQLite file (default: %(default)s)")
+    p.add_argument("--token", default=None, help="console token (default: a new random one)")
     p.set_defaults(func=demo)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

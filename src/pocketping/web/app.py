@@ -28,6 +28,7 @@ from ..protocol import (
     SessionOnlyRequest,
     TypingRequest,
 )
+from .console import ConsoleSplit, build_console_app, widget_js
 from .parsing import _BadRequest, error, parse
 from .stream import stream_http, stream_ws
 from .uploads import upload_routes
@@ -237,6 +238,7 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
         Route("/visibility", beacon, methods=["POST"]),
         Route("/screenshot/requests", screenshot_requests, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
+        Route("/widget.js", widget_js, methods=["GET"]),
         Route("/stream", stream_http(pp), methods=["GET"]),
         WebSocketRoute("/stream", stream_ws(pp)),
         *upload_routes(pp),
@@ -268,7 +270,8 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
         },
         lifespan=pp.lifespan,
     )
-    return _LazyStart(pp, app)
+    # The console is dispatched outside the CORS middleware: only same-origin pages may read it.
+    return _LazyStart(pp, ConsoleSplit(build_console_app(pp), app))
 
 
 class _LazyStart:

@@ -1,0 +1,261 @@
+"""Static assets (``/widget.js``) and the operator console (``/console``).
+
+The console is a token-protected page plus a small JSON API built on the public PocketPing
+API (``get_sessions``, ``get_messages``, ``send_message``, ``send_typing``, ``mark_read``,
+``close_session``) and an SSE stream of the hub's all-sessions channel. It is dispatched
+*before* the widget app's permissive CORS middleware, so browsers on other origins cannot
+read its answers. ``PocketPing(console_token=None)`` (the default) disables it: 404.
+
+The token is accepted as ``?token=`` (page and stream: a browser can send no header there),
+``Authorization: Bearer <token>`` or ``X-PocketPing-Token``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from functools import cache
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..errors import InvalidInput, PocketPingError
+from ..models import Message, Session, iso
+from ..realtime.hub import ALL
+from .parsing import error
+
+if TYPE_CHECKING:
+    from ..core import PocketPing
+
+PREFIX = "/console"
+CONSOLE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+LOGIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>PocketPing console: sign in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="console/console.css"></head>
+<body class="login"><main><h1>PocketPing console</h1>
+<p>This console needs its access token (the demo prints it as <code>token:</code>).</p>
+<form method="get"><label for="token">Console token</label>
+<input id="token" name="token" type="password" autocomplete="current-password" required>
+<button type="submit">Sign in</button></form></main></body></html>"""
+
+
+@cache
+def asset(name: str) -> tuple[bytes, str]:
+    """The bytes of ``pocketping/static/<name>`` and their ETag (read once)."""
+    data = files("pocketping").joinpath("static", name).read_bytes()
+    return data, '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+
+
+def asset_response(request: Request, name: str, media_type: str, headers: dict[str, str] | None = None) -> Response:
+    data, etag = asset(name)
+    head = {"ETag": etag, "Cache-Control": "public, max-age=300", **(headers or {})}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=head)
+    return Response(data, media_type=media_type, headers=head)
+
+
+async def widget_js(request: Request) -> Response:
+    """``GET /widget.js``: our widget, one script tag (see ``static/widget.js``)."""
+    return asset_response(request, "widget.js", "application/javascript; charset=utf-8")
+
+
+def route_path(scope: Scope) -> str:
+    """The path below the mount point (Starlette keeps the full path and sets root_path)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :]
+    return path
+
+
+class ConsoleSplit:
+    """Sends ``/console*`` to the console app and everything else to the widget app."""
+
+    def __init__(self, console: ASGIApp, widget: ASGIApp) -> None:
+        self.console, self.widget = console, widget
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path = route_path(scope)
+            if path == PREFIX or path.startswith(PREFIX + "/"):
+                await self.console(scope, receive, send)
+                return
+        await self.widget(scope, receive, send)
+
+
+def _session_summary(session: Session, messages: list[Message]) -> dict[str, Any]:
+    out = session.to_wire()
+    out["unread"] = sum(1 for m in messages if m.sender == "visitor" and m.status != "read" and not m.deleted_at)
+    last = next((m for m in reversed(messages) if not m.deleted_at), None)
+    if last is not None:
+        out["lastMessage"] = {"content": last.content[:200], "sender": last.sender, "timestamp": iso(last.created_at)}
+    return out
+
+
+def build_console_app(pp: PocketPing) -> ASGIApp:
+    def token_of(request: Request) -> str:
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            return auth[7:].strip()
+        return request.headers.get("x-pocketping-token") or request.query_params.get("token") or ""
+
+    def check(request: Request) -> bool:
+        if not pp.console_token:
+            raise HTTPException(404, "the operator console is disabled (set PocketPing(console_token=...))")
+        given = token_of(request).encode()
+        return hmac.compare_digest(given, pp.console_token.encode())
+
+    def authorised(request: Request) -> None:
+        if not check(request):
+            raise HTTPException(401, "a valid console token is required")
+
+    async def body(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if len(raw) > 64 * 1024:
+            raise InvalidInput("request body too large")
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError:
+            raise InvalidInput("request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise InvalidInput("request body must be a JSON object")
+        return data
+
+    async def page(request: Request) -> Response:
+        if not check(request):
+            return HTMLResponse(
+                LOGIN_PAGE, status_code=401, headers={**CONSOLE_HEADERS, "Content-Security-Policy": PAGE_CSP}
+            )
+        data, _ = asset("console.html")
+        return HTMLResponse(data, headers={**CONSOLE_HEADERS, "Content-Security-Policy": PAGE_CSP})
+
+    async def console_js(request: Request) -> Response:
+        if not pp.console_token:
+            raise HTTPException(404)
+        return asset_response(request, "console.js", "application/javascript; charset=utf-8")
+
+    async def console_css(request: Request) -> Response:
+        if not pp.console_token:
+            raise HTTPException(404)
+        return asset_response(request, "console.css", "text/css; charset=utf-8")
+
+    async def sessions(request: Request) -> Response:
+        authorised(request)
+        include_closed = request.query_params.get("all") in ("1", "true")
+        out = []
+        for session in await pp.get_sessions(limit=100, include_closed=include_closed):
+            out.append(_session_summary(session, await pp.get_messages(session.id)))
+        return JSONResponse({"sessions": out, "operatorOnline": pp.operator_online}, headers=CONSOLE_HEADERS)
+
+    async def conversation(request: Request) -> Response:
+        authorised(request)
+        sid = request.path_params["sid"]
+        session = await pp.get_session(sid)
+        messages = await pp.get_messages(sid)
+        return JSONResponse(
+            {"session": _session_summary(session, messages), "messages": [m.to_wire() for m in messages]},
+            headers=CONSOLE_HEADERS,
+        )
+
+    async def reply(request: Request) -> Response:
+        authorised(request)
+        data = await body(request)
+        message = await pp.send_message(request.path_params["sid"], data.get("content"), type="operator")
+        return JSONResponse({"message": message.to_wire()}, headers=CONSOLE_HEADERS)
+
+    async def typing(request: Request) -> Response:
+        authorised(request)
+        data = await body(request)
+        await pp.send_typing(request.path_params["sid"], bool(data.get("isTyping", True)))
+        return JSONResponse({"ok": True}, headers=CONSOLE_HEADERS)
+
+    async def read(request: Request) -> Response:
+        authorised(request)
+        ids = (await body(request)).get("messageIds")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise InvalidInput("messageIds must be a list of message ids")
+        changed = await pp.mark_read(request.path_params["sid"], ids)
+        return JSONResponse({"updated": len(changed)}, headers=CONSOLE_HEADERS)
+
+    async def close(request: Request) -> Response:
+        authorised(request)
+        session = await pp.close_session(request.path_params["sid"])
+        return JSONResponse({"session": session.to_wire()}, headers=CONSOLE_HEADERS)
+
+    async def presence(request: Request) -> Response:
+        authorised(request)
+        online = (await body(request)).get("online")
+        if not isinstance(online, bool):
+            raise InvalidInput("online must be true or false")
+        await pp.set_operator_online(online)
+        return JSONResponse({"online": pp.operator_online}, headers=CONSOLE_HEADERS)
+
+    async def stream(request: Request) -> Response:
+        authorised(request)
+        sub = pp.hub.subscribe(ALL)
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                yield "retry: 2000\n: connected\n\n"
+                while True:
+                    try:
+                        item = await asyncio.wait_for(sub.queue.get(), pp.sse_heartbeat)
+                    except TimeoutError:
+                        yield ": ping\n\n"
+                        continue
+                    if item is None or sub.overflowed:
+                        return
+                    yield f"data: {item[0]}\n\n"
+            finally:
+                pp.hub.unsubscribe(sub)
+
+        headers = {**CONSOLE_HEADERS, "X-Accel-Buffering": "no"}
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+    async def on_pocketping_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, PocketPingError)
+        return error(exc.status_code, exc.code, str(exc))
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = {"WWW-Authenticate": 'Bearer realm="pocketping-console"'} if exc.status_code == 401 else {}
+        return JSONResponse({"error": code, "detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+    api = PREFIX + "/api"
+    routes = [
+        Route(PREFIX, page, methods=["GET"]),
+        Route(PREFIX + "/console.js", console_js, methods=["GET"]),
+        Route(PREFIX + "/console.css", console_css, methods=["GET"]),
+        Route(api + "/sessions", sessions, methods=["GET"]),
+        Route(api + "/sessions/{sid}", conversation, methods=["GET"]),
+        Route(api + "/sessions/{sid}/messages", reply, methods=["POST"]),
+        Route(api + "/sessions/{sid}/typing", typing, methods=["POST"]),
+        Route(api + "/sessions/{sid}/read", read, methods=["POST"]),
+        Route(api + "/sessions/{sid}/close", close, methods=["POST"]),
+        Route(api + "/presence", presence, methods=["POST"]),
+        Route(api + "/stream", stream, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={PocketPingError: on_pocketping_error, HTTPException: on_http_error},
+    )
