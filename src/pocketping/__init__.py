@@ -22,6 +22,7 @@ from .errors import (  # noqa: E402
     StorageError,
 )
 from .models import Attachment, Event, Message, Session  # noqa: E402
+from .realtime.brokers import PostgresBroker, RedisBroker  # noqa: E402  (extras imported on construction)
 from .realtime.hub import Broker  # noqa: E402
 from .storage import BaseStorage, MemoryStorage, SQLiteStorage  # noqa: E402
 from .storage.postgres import PostgresStorage  # noqa: E402  (psycopg is imported on construction)
@@ -40,8 +41,10 @@ __all__ = [
     "MessageNotFound",
     "PocketPing",
     "PocketPingError",
+    "PostgresBroker",
     "PostgresStorage",
     "RateLimited",
+    "RedisBroker",
     "SQLiteStorage",
     "Session",
     "SessionNotFound",

@@ -132,6 +132,7 @@ class PocketPing:
         self.loop: asyncio.AbstractEventLoop | None = None
         if broker is not None:
             broker.on_frame = self.hub.deliver
+            broker.on_gap = self._resync
 
     def __repr__(self) -> str:
         return f"PocketPing(storage={self.storage!r})"
@@ -278,6 +279,12 @@ class PocketPing:
         self.hub.deliver(session_id, frame)
         if self.broker is not None:
             self._spawn(self.broker.publish(session_id, frame))
+
+    async def _resync(self, since: datetime) -> None:
+        """After a broker gap: open streams catch up from storage on what changed since ``since``."""
+        from .realtime.brokers import resync_streams
+
+        await resync_streams(self, since)
 
     def _publish_message(self, message: Message) -> None:
         self.publish(message.session_id, "message", message.to_wire(), iso(message.cursor))

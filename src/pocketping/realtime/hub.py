@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 log = logging.getLogger("pocketping.realtime")
@@ -25,16 +26,35 @@ ALL = "*"
 Frame = tuple[str, str | None]
 
 
+#: How many recent event ids a session stream remembers to drop repeats (see ``Hub.replay``).
+SEEN = 512
+
+
 class Subscriber:
-    __slots__ = ("channel", "queue", "loop", "overflowed")
+    __slots__ = ("channel", "queue", "loop", "overflowed", "seen")
 
     def __init__(self, channel: str, maxsize: int) -> None:
         self.channel = channel
         self.queue: asyncio.Queue[Frame | None] = asyncio.Queue(maxsize)
         self.loop = asyncio.get_running_loop()
         self.overflowed = False
+        self.seen: dict[str, None] = {}
+
+    def note(self, event_id: str | None) -> bool:
+        """Remember that the stream carries ``event_id`` (a change stamp, unique within a
+        session); False if it already did. The all-sessions channel mixes sessions: no check."""
+        if event_id is None or self.channel == ALL:
+            return True
+        if event_id in self.seen:
+            return False
+        self.seen[event_id] = None
+        if len(self.seen) > SEEN:
+            del self.seen[next(iter(self.seen))]
+        return True
 
     def _put(self, item: Frame | None) -> None:
+        if item is not None and not self.note(item[1]):
+            return  # already delivered (a broker resync after a reconnect, say)
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -90,6 +110,24 @@ class Hub:
             elif not sub.loop.is_closed():
                 sub.loop.call_soon_threadsafe(sub._put, frame)
 
+    def session_channels(self) -> list[str]:
+        """The sessions that have an open stream in this process."""
+        return [c for c in self._channels if c != ALL]
+
+    def replay(self, channel: str, frames: list[Frame]) -> None:
+        """Give ``frames`` to the streams of one session only, each skipping what it already
+        carried (used to catch streams up from storage after a broker gap)."""
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        for sub in list(self._channels.get(channel, ())):
+            for frame in frames:
+                if sub.loop is here:
+                    sub._put(frame)
+                elif not sub.loop.is_closed():
+                    sub.loop.call_soon_threadsafe(sub._put, frame)
+
     def close_all(self) -> None:
         for subs in list(self._channels.values()):
             for sub in list(subs):
@@ -118,5 +156,6 @@ class Broker:
         """Send ``frame`` to the other processes. Never raises: an outage is logged and the
         frame dropped (streams catch up from storage)."""
 
-    # Brokers may also be told about a gap so streams can resync (see PocketPing.resync).
-    on_gap: Callable[[], Awaitable[Any]] | None = None
+    #: Installed by PocketPing: ``await on_gap(since)`` after frames from other processes may
+    #: have been missed since ``since`` (a reconnect); open streams catch up from storage.
+    on_gap: Callable[[datetime], Awaitable[Any]] | None = None

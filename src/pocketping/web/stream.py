@@ -87,6 +87,7 @@ async def _sse_body(pp: PocketPing, sub: Subscriber, missed: list[Message]) -> A
         yield "retry: 3000\n: connected\n\n"
         for m in missed:
             text, eid = _frame(m)
+            sub.note(eid)  # a later broker resync skips it
             yield f"id: {eid}\ndata: {text}\n\n"
         queue = sub.queue
         while True:
@@ -135,7 +136,9 @@ async def _ws_writer(pp: PocketPing, ws: WebSocket, sub: Subscriber, after: date
         since = after or datetime.now(UTC) - REPLAY_WINDOW
         missed = await pp.storage.get_messages(sub.channel, after=since, limit=None if after else REPLAY_LIMIT)
         for m in missed:
-            await ws.send_text(_frame(m)[0])
+            text, eid = _frame(m)
+            sub.note(eid)  # a later broker resync skips it
+            await ws.send_text(text)
         queue = sub.queue
         while True:
             item = await queue.get()
