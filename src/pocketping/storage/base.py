@@ -16,6 +16,9 @@ naming the method:
     find_session_by_visitor(visitor_id)              resume a visitor whose session id was lost
     get_message(session_id, message_id)              faster single-message lookups
     update_message(session_id, message)              edits, deletes, read receipts
+    outbox_add / outbox_claim / outbox_done /        the bridges' durable delivery queue and
+    outbox_retry / outbox_next_due, bridge_key_get /  their key-value map (threads, message ids,
+    bridge_key_set / bridge_key_delete               seen update ids); see pocketping.bridges
 """
 
 from __future__ import annotations
@@ -85,6 +88,39 @@ class BaseStorage:
         """Apply ``changes`` (field → value; :data:`STAMP` means "the new stamp") and move the
         message's ``updated_at`` to a new stamp. ``None`` if there is no such message."""
         raise StorageCapabilityError(self, "update_message", "editing messages")
+
+    # -- bridges: durable outbox and key-value map (optional; see pocketping.bridges.queue) ----
+
+    async def outbox_add(self, bridge: str, session_id: str, kind: str, key: str, payload: dict[str, Any]) -> int:
+        """Queue a platform call; returns its id. Calls of one (bridge, session) run in id order."""
+        raise StorageCapabilityError(self, "outbox_add", "durable bridge delivery")
+
+    async def outbox_claim(self, *, now_ms: int, lease_ms: int, limit: int) -> list[dict[str, Any]]:
+        """Claim the due head of each (bridge, session) line: rows ``{id, bridge, session_id, kind,
+        key, payload, attempts, reclaimed}``; ``reclaimed`` when a claim whose lease ran out is taken
+        over (the earlier attempt's outcome is unknown)."""
+        raise StorageCapabilityError(self, "outbox_claim", "durable bridge delivery")
+
+    async def outbox_done(self, item_id: int) -> None:
+        raise StorageCapabilityError(self, "outbox_done", "durable bridge delivery")
+
+    async def outbox_retry(self, item_id: int, *, due_ms: int, error: str, dead: bool = False) -> None:
+        """Count a failed attempt and schedule the next at ``due_ms`` (``dead``: give up, keep the row)."""
+        raise StorageCapabilityError(self, "outbox_retry", "durable bridge delivery")
+
+    async def outbox_next_due(self) -> int | None:
+        """The earliest ``due_ms`` among pending line heads (``None``: nothing waits)."""
+        raise StorageCapabilityError(self, "outbox_next_due", "durable bridge delivery")
+
+    async def bridge_key_get(self, key: str) -> str | None:
+        raise StorageCapabilityError(self, "bridge_key_get", "bridge thread mapping")
+
+    async def bridge_key_set(self, key: str, value: str, *, only_new: bool = False) -> bool:
+        """Store ``key`` → ``value``; with ``only_new``, only if absent (returns whether it was stored)."""
+        raise StorageCapabilityError(self, "bridge_key_set", "bridge thread mapping")
+
+    async def bridge_key_delete(self, key: str) -> None:
+        raise StorageCapabilityError(self, "bridge_key_delete", "bridge thread mapping")
 
 
 def next_stamp(last_ms: int | None, wanted_ms: int | None = None) -> int:

@@ -35,6 +35,9 @@ class MemoryStorage(BaseStorage):
         self._messages: dict[str, list[Message]] = {}
         self._index: dict[str, Message] = {}
         self._last_stamp: dict[str, int] = {}
+        self._outbox: dict[int, dict[str, Any]] = {}
+        self._outbox_seq = 0
+        self._bridge_keys: dict[str, str] = {}
 
     async def create_session(self, session: Session) -> None:
         with self._lock:
@@ -101,3 +104,72 @@ class MemoryStorage(BaseStorage):
                 return None
             apply_changes(m, changes, self._stamp(session_id))
             return _copy_message(m)
+
+    # -- bridges: outbox and key-value map ---------------------------------------------------
+
+    async def outbox_add(self, bridge: str, session_id: str, kind: str, key: str, payload: dict[str, Any]) -> int:
+        with self._lock:
+            self._outbox_seq += 1
+            self._outbox[self._outbox_seq] = {
+                "id": self._outbox_seq,
+                "bridge": bridge,
+                "session_id": session_id,
+                "kind": kind,
+                "key": key,
+                "payload": dict(payload),
+                "attempts": 0,
+                "due_ms": 0,
+                "state": "pending",
+                "claimed_ms": 0,
+            }
+            return self._outbox_seq
+
+    async def outbox_claim(self, *, now_ms: int, lease_ms: int, limit: int) -> list[dict[str, Any]]:
+        with self._lock:
+            heads: dict[tuple[str, str], dict[str, Any]] = {}
+            for row in sorted(self._outbox.values(), key=lambda r: r["id"]):
+                if row["state"] != "dead":
+                    heads.setdefault((row["bridge"], row["session_id"]), row)
+            claimed = []
+            for row in sorted(heads.values(), key=lambda r: r["id"]):
+                due = row["state"] == "pending" and row["due_ms"] <= now_ms
+                expired = row["state"] == "inflight" and row["claimed_ms"] + lease_ms <= now_ms
+                if due or expired:
+                    claimed.append({**row, "payload": dict(row["payload"]), "reclaimed": expired})
+                    row["state"], row["claimed_ms"] = "inflight", now_ms
+                    if len(claimed) >= limit:
+                        break
+            return claimed
+
+    async def outbox_done(self, item_id: int) -> None:
+        with self._lock:
+            self._outbox.pop(item_id, None)
+
+    async def outbox_retry(self, item_id: int, *, due_ms: int, error: str, dead: bool = False) -> None:
+        with self._lock:
+            row = self._outbox.get(item_id)
+            if row is not None:
+                row.update(attempts=row["attempts"] + 1, due_ms=due_ms, error=error)
+                row["state"] = "dead" if dead else "pending"
+
+    async def outbox_next_due(self) -> int | None:
+        with self._lock:
+            heads: dict[tuple[str, str], dict[str, Any]] = {}
+            for row in sorted(self._outbox.values(), key=lambda r: r["id"]):
+                if row["state"] != "dead":
+                    heads.setdefault((row["bridge"], row["session_id"]), row)
+            return min((r["due_ms"] for r in heads.values() if r["state"] == "pending"), default=None)
+
+    async def bridge_key_get(self, key: str) -> str | None:
+        return self._bridge_keys.get(key)
+
+    async def bridge_key_set(self, key: str, value: str, *, only_new: bool = False) -> bool:
+        with self._lock:
+            if only_new and key in self._bridge_keys:
+                return False
+            self._bridge_keys[key] = value
+            return True
+
+    async def bridge_key_delete(self, key: str) -> None:
+        with self._lock:
+            self._bridge_keys.pop(key, None)

@@ -56,6 +56,27 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX IF NOT EXISTS messages_by_created ON messages (session_id, created_ms);
     CREATE UNIQUE INDEX IF NOT EXISTS messages_by_change ON messages (session_id, updated_ms);
     """,
+    # 1: the bridges' durable outbox and key-value map (session <-> thread, message ids, seen updates)
+    """
+    CREATE TABLE IF NOT EXISTS bridge_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        bridge TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        due_ms INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'pending',
+        claimed_ms INTEGER NOT NULL DEFAULT 0,
+        error TEXT
+    );
+    CREATE INDEX IF NOT EXISTS bridge_outbox_by_line ON bridge_outbox (bridge, session_id, state, id);
+    CREATE TABLE IF NOT EXISTS bridge_keys (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 ]
 
 _MESSAGE_COLUMNS = (
@@ -375,3 +396,98 @@ class SQLiteStorage(BaseStorage):
             return message
 
         return await self._run(self._write, op)
+
+    # -- bridges: outbox and key-value map ---------------------------------------------------
+
+    async def outbox_add(self, bridge: str, session_id: str, kind: str, key: str, payload: dict[str, Any]) -> int:
+        params = (bridge, session_id, kind, key, json.dumps(payload))
+
+        def op(c: sqlite3.Connection) -> int:
+            cur = c.execute(
+                "INSERT INTO bridge_outbox (bridge, session_id, kind, key, payload) VALUES (?,?,?,?,?)", params
+            )
+            return int(cur.lastrowid or 0)
+
+        return await self._run(self._write, op)
+
+    async def outbox_claim(self, *, now_ms: int, lease_ms: int, limit: int) -> list[dict[str, Any]]:
+        def op(c: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = c.execute(
+                "SELECT id, bridge, session_id, kind, key, payload, attempts, state FROM bridge_outbox o "
+                "WHERE state != 'dead' AND id = (SELECT min(id) FROM bridge_outbox i WHERE i.bridge = o.bridge "
+                "AND i.session_id = o.session_id AND i.state != 'dead') "
+                "AND ((state = 'pending' AND due_ms <= ?) OR (state = 'inflight' AND claimed_ms + ? <= ?)) "
+                "ORDER BY id LIMIT ?",
+                (now_ms, lease_ms, now_ms, limit),
+            ).fetchall()
+            out = []
+            for r in rows:
+                c.execute("UPDATE bridge_outbox SET state = 'inflight', claimed_ms = ? WHERE id = ?", (now_ms, r[0]))
+                out.append(
+                    {
+                        "id": r[0],
+                        "bridge": r[1],
+                        "session_id": r[2],
+                        "kind": r[3],
+                        "key": r[4],
+                        "payload": json.loads(r[5]),
+                        "attempts": r[6],
+                        "reclaimed": r[7] == "inflight",
+                    }
+                )
+            return out
+
+        return await self._run(self._write, op)
+
+    async def outbox_done(self, item_id: int) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM bridge_outbox WHERE id = ?", (item_id,))
+
+        await self._run(self._write, op)
+
+    async def outbox_retry(self, item_id: int, *, due_ms: int, error: str, dead: bool = False) -> None:
+        state = "dead" if dead else "pending"
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute(
+                "UPDATE bridge_outbox SET attempts = attempts + 1, due_ms = ?, error = ?, state = ? WHERE id = ?",
+                (due_ms, error[:1000], state, item_id),
+            )
+
+        await self._run(self._write, op)
+
+    async def outbox_next_due(self) -> int | None:
+        def op() -> int | None:
+            row = (
+                self._db()
+                .execute(
+                    "SELECT min(due_ms) FROM bridge_outbox o WHERE state = 'pending' AND id = (SELECT min(id) "
+                    "FROM bridge_outbox i WHERE i.bridge = o.bridge AND i.session_id = o.session_id "
+                    "AND i.state != 'dead')"
+                )
+                .fetchone()
+            )
+            return row[0] if row else None
+
+        return await self._run(op)
+
+    async def bridge_key_get(self, key: str) -> str | None:
+        def op() -> str | None:
+            row = self._db().execute("SELECT value FROM bridge_keys WHERE key = ?", (key,)).fetchone()
+            return row[0] if row else None
+
+        return await self._run(op)
+
+    async def bridge_key_set(self, key: str, value: str, *, only_new: bool = False) -> bool:
+        verb = "INSERT OR IGNORE" if only_new else "INSERT OR REPLACE"
+
+        def op(c: sqlite3.Connection) -> bool:
+            return c.execute(f"{verb} INTO bridge_keys (key, value) VALUES (?, ?)", (key, value)).rowcount > 0
+
+        return await self._run(self._write, op)
+
+    async def bridge_key_delete(self, key: str) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM bridge_keys WHERE key = ?", (key,))
+
+        await self._run(self._write, op)
