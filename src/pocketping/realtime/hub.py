@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from .mailbox import Mailbox
+
 log = logging.getLogger("pocketping.realtime")
 
 #: The channel that receives every session's events (operator console).
@@ -35,7 +37,7 @@ class Subscriber:
 
     def __init__(self, channel: str, maxsize: int) -> None:
         self.channel = channel
-        self.queue: asyncio.Queue[Frame | None] = asyncio.Queue(maxsize)
+        self.queue: Mailbox[Frame | None] = Mailbox(maxsize)
         self.loop = asyncio.get_running_loop()
         self.overflowed = False
         self.seen: dict[str, None] = {}

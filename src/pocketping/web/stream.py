@@ -111,8 +111,8 @@ def stream_ws(pp: PocketPing) -> Callable[[WebSocket], Awaitable[None]]:
         except InvalidInput:
             await ws.close(code=1008, reason="invalid after")
             return
-        session = await pp.storage.get_session(sid) if sid else None
-        if session is None:
+        # Only whether it exists: the stream keeps no copy of the session while it stays open.
+        if not sid or await pp.storage.get_session(sid) is None:
             await ws.close(code=1008, reason="unknown session")
             return
         await ws.accept()

@@ -19,8 +19,10 @@ def version_headers(widget: str | None, minimum: str | None, latest: str | None)
     (below ``latest``) is informational. Without a version header (an older widget or another
     client) nothing is said.
     """
+    if minimum is None and latest is None:
+        return {}, "ok", ""
     current = _parse(widget) if widget else None
-    if current is None or (minimum is None and latest is None):
+    if current is None:
         return {}, "ok", ""
     status = "ok"
     if minimum is not None and (low := _parse(minimum)) is not None and current < low:
