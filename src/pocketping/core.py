@@ -77,6 +77,7 @@ class PocketPing:
         sse_heartbeat: float = 15.0,
         console_token: str | None = None,
         files: Any = None,
+        bridges: Sequence[Any] | None = None,
     ) -> None:
         if bridge_url is not None:
             parts = urlsplit(bridge_url)
@@ -110,6 +111,12 @@ class PocketPing:
 
             files = LocalFileStore("pocketping-uploads")
         self.files = files
+        self.bridges = list(bridges or ())
+        self._bridges: Any = None
+        if self.bridges:
+            from .bridges.queue import BridgeHub
+
+            self._bridges = BridgeHub(self, self.bridges)
         self.operator_online = False
         self.hub = Hub()
         self._handlers: dict[str, list[Callable[..., Any]]] = {
@@ -199,6 +206,8 @@ class PocketPing:
             await self.storage.open()
             if self.broker is not None:
                 await self.broker.start()
+            if self._bridges is not None:
+                await self._bridges.start()
             self.loop = asyncio.get_running_loop()
             self._started = True
             log.debug("started with %r", self.storage)
@@ -216,6 +225,8 @@ class PocketPing:
         self.hub.close_all()
         if self.broker is not None:
             await self.broker.stop()
+        if self._bridges is not None:
+            await self._bridges.stop()
         await self.storage.close()
         self._start_lock = None
         self.loop = None
@@ -337,6 +348,8 @@ class PocketPing:
             session.status = "closed"
             session.closed_at = datetime.now(UTC)
             await self.storage.update_session(session)
+            if self._bridges is not None:
+                await self._bridges.session_closed(session)
         self._stop_typing(session_id)
         event = Event("session_closed", {"sessionId": session_id}, session_id=session_id)
         self.publish(session_id, "event", event.to_wire())
@@ -378,6 +391,8 @@ class PocketPing:
         message = await self.storage.save_message(session.id, message)
         self._stop_typing(session.id, announce=False)
         self._publish_message(message)
+        if self._bridges is not None:
+            await self._bridges.operator_message(message)
         return message
 
     async def emit_event(self, session_id: str, name: str, /, **data: Any) -> Event:
@@ -538,6 +553,8 @@ class PocketPing:
                 await self._try_update_session(session)
             messages = await self.storage.get_messages(session.id)
         if created:
+            if self._bridges is not None:
+                await self._bridges.session_started(session)
             self._dispatch("session_start", session)
         return session, created, messages
 
@@ -570,6 +587,8 @@ class PocketPing:
         )
         message = await self.storage.save_message(session_id, message)
         self._publish_message(message)
+        if self._bridges is not None:
+            await self._bridges.visitor_message(session, message, reopened=session.status == "closed")
         if session.status == "closed":
             session.status = "active"
             session.closed_at = None

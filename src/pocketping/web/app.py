@@ -242,6 +242,7 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
         Route("/stream", stream_http(pp), methods=["GET"]),
         WebSocketRoute("/stream", stream_ws(pp)),
         *upload_routes(pp),
+        *(pp._bridges.routes() if pp._bridges is not None else []),
     ]
     origins = pp.allowed_origins
     cors: dict[str, Any] = (

@@ -1,0 +1,365 @@
+"""What every chat-app bridge shares: thread bookkeeping, delivery of queued jobs, operator input.
+
+A bridge turns core events (new session, visitor message, close, operator message from elsewhere)
+into platform calls, which :mod:`pocketping.bridges.queue` runs from the storage's durable outbox;
+and it turns verified platform input (webhooks, long polling, the Discord Gateway) into core calls
+(``send_message``, ``edit_message``, ``delete_message``, ``close_session``).
+
+Storage keys used (``<bridge>`` is ``telegram``, ``slack`` or ``discord``)::
+
+    <bridge>:thread:<session id>   -> thread (topic id, thread_ts, thread channel id)
+    <bridge>:session:<thread>      -> session id
+    <bridge>:done:<job key>        -> platform message id: the job reached the platform
+    <bridge>:out:<message id>      -> "<thread> <platform id>" of a message we posted
+    <bridge>:in:<platform id>      -> "<session id> <message id>" of an operator reply we stored
+    <bridge>:seen:<update id>      -> an inbound update already handled (redeliveries)
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..errors import BridgeError, InvalidInput, MessageNotFound, PocketPingError, SessionNotFound
+from ..models import Message, Session
+
+if TYPE_CHECKING:
+    from ..core import PocketPing
+    from ..storage.base import BaseStorage
+    from .queue import BridgeHub
+
+log = logging.getLogger("pocketping.bridges")
+
+COMMANDS = {
+    "close": "end the conversation",
+    "info": "who the visitor is",
+    "online": "show operators as online in the widget",
+    "offline": "show operators as offline",
+    "help": "this list",
+}
+
+
+class TemporaryBridgeError(BridgeError):
+    """A platform call that may work later (network error, 5xx, 429): retried with backoff."""
+
+    def __init__(self, message: str, *, bridge: str, retry_after: float | None = None) -> None:
+        super().__init__(message, bridge=bridge)
+        self.retry_after = retry_after
+
+
+class ThreadGone(BridgeError):
+    """The session's thread was deleted on the platform: a new one is opened on the next try."""
+
+
+class Bridge:
+    """Base class of :class:`TelegramBridge`, :class:`SlackBridge` and :class:`DiscordBridge`.
+
+    Tunables (instance attributes): ``timeout`` per platform request (s), ``retry_base`` and
+    ``retry_cap`` for the exponential backoff (s): a message reaches the thread at most
+    ``retry_cap`` seconds after the platform recovers, or right after a 429's Retry-After.
+    """
+
+    name = "bridge"
+    command_prefix = "!"
+    #: Whether the thread header is a separate post (Slack's header *is* the thread's root).
+    header_is_separate = True
+    timeout = 10.0
+    retry_base = 0.5
+    retry_cap = 15.0
+
+    def __init__(self) -> None:
+        self.hub: BridgeHub | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    # -- wiring -----------------------------------------------------------------------------
+
+    @property
+    def pp(self) -> PocketPing:
+        if self.hub is None:
+            raise BridgeError(f"{self.name} bridge is not attached to a started PocketPing", bridge=self.name)
+        return self.hub.pp
+
+    @property
+    def store(self) -> BaseStorage:
+        assert self.hub is not None
+        return self.hub.store
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout, headers={"User-Agent": "pocketping-python"})
+        return self._client
+
+    async def start(self, hub: BridgeHub) -> None:
+        self.hub = hub
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def routes(self) -> list[Route]:
+        return [Route(f"/webhooks/{self.name}", self.webhook, methods=["POST"])]
+
+    async def webhook(self, request: Request) -> Response:
+        return Response(status_code=404)
+
+    def _log_extra(self, session_id: str | None) -> dict[str, Any]:
+        return {"session_id": session_id, "bridge": self.name}
+
+    # -- platform surface (implemented per platform) ----------------------------------------
+
+    def escape(self, text: str) -> str:
+        raise NotImplementedError
+
+    def bold(self, text: str) -> str:
+        raise NotImplementedError
+
+    async def create_thread(self, session: Session, header: str, nonce: str) -> str:
+        """Open the session's thread; returns its id. Posts ``header`` when
+        :attr:`header_is_separate` is false."""
+        raise NotImplementedError
+
+    async def post(self, thread: str, text: str, nonce: str) -> str:
+        """Post ``text`` (already formatted) in ``thread``; returns the platform message id."""
+        raise NotImplementedError
+
+    async def on_closed(self, thread: str) -> None:
+        """Platform-side touch after the close notice (e.g. close the forum topic)."""
+
+    async def on_reopened(self, thread: str) -> None:
+        """Undo :meth:`on_closed` before posting in a thread of a reopened session."""
+
+    # -- formatting -------------------------------------------------------------------------
+
+    def visitor_name(self, session: Session) -> str:
+        ident = session.identity or {}
+        for key in ("name", "email"):
+            if isinstance(ident.get(key), str) and ident[key].strip():
+                return str(ident[key]).strip()
+        return "Visitor"
+
+    def thread_title(self, session: Session) -> str:
+        name = self.visitor_name(session)
+        return f"💬 {name if name != 'Visitor' else session.id[-8:]}"[:90]
+
+    def header(self, session: Session) -> str:
+        meta, ident = session.metadata or {}, session.identity or {}
+        rows: list[tuple[str, Any]] = [
+            ("Visitor", ident.get("name")),
+            ("Email", ident.get("email")),
+            ("User id", ident.get("id")),
+            ("Page", meta.get("url")),
+            ("Title", meta.get("pageTitle")),
+            ("Referrer", meta.get("referrer")),
+            ("Language", meta.get("language")),
+            ("Timezone", meta.get("timezone")),
+            ("Browser", meta.get("userAgent")),
+            ("Session", session.id),
+        ]
+        lines = [self.bold("🆕 New conversation")]
+        lines += [f"{self.bold(label + ':')} {self.escape(str(value))}" for label, value in rows if value]
+        p = self.command_prefix
+        lines.append(
+            self.escape(f"Reply in this thread to answer. {p}close, {p}info; start with // for a private note.")
+        )
+        return "\n".join(lines)
+
+    def render(self, kind: str, session: Session, message: Message | None, payload: dict[str, Any]) -> str | None:
+        if kind == "message" and message is not None:
+            text = self.bold(self.escape(self.visitor_name(session)) + ":") + "\n" + self.escape(message.content)
+            for a in message.attachments:
+                text += "\n📎 " + self.escape(f"{a.filename} {a.url}".strip())
+            return text
+        if kind == "operator" and message is not None:
+            who = message.metadata.get("operatorName") or message.sender
+            via = message.metadata.get("bridge") or "PocketPing"
+            return self.bold(self.escape(f"🧑‍💼 {who} (via {via}):")) + "\n" + self.escape(message.content)
+        if kind == "close":
+            return self.bold("🔴 Conversation closed")
+        if kind == "notice":
+            return str(payload["text"])
+        return None
+
+    # -- delivery (called by the outbox worker) --------------------------------------------
+
+    async def thread_of(self, session_id: str) -> str | None:
+        return await self.store.bridge_key_get(f"{self.name}:thread:{session_id}")
+
+    async def session_of(self, thread: str) -> str | None:
+        return await self.store.bridge_key_get(f"{self.name}:session:{thread}")
+
+    async def ensure_thread(self, session: Session) -> str:
+        thread = await self.thread_of(session.id)
+        if thread is None:
+            thread = await self.create_thread(session, self.header(session), _nonce(f"open:{session.id}"))
+            await self.store.bridge_key_set(f"{self.name}:session:{thread}", session.id)
+            await self.store.bridge_key_set(f"{self.name}:thread:{session.id}", thread)
+            await self.store.bridge_key_delete(f"{self.name}:done:header:{session.id}")
+            log.info("opened thread %s", thread, extra=self._log_extra(session.id))
+        if self.header_is_separate and await self.store.bridge_key_get(f"{self.name}:done:header:{session.id}") is None:
+            pid = await self.post(thread, self.header(session), _nonce(f"header:{thread}"))
+            await self.store.bridge_key_set(f"{self.name}:done:header:{session.id}", pid)
+        return thread
+
+    async def deliver(self, job: dict[str, Any]) -> None:
+        """Run one queued job. Idempotent: a job whose ``done`` key exists is skipped."""
+        kind, key, sid = job["kind"], job["key"], job["session_id"]
+        done_key = f"{self.name}:done:{key}"
+        if await self.store.bridge_key_get(done_key) is not None:
+            return
+        session = await self.pp.storage.get_session(sid)
+        if session is None:
+            log.warning("session is gone; dropping %s job", kind, extra=self._log_extra(sid))
+            return
+        message = None
+        if "message_id" in job["payload"]:
+            message = await self.pp.storage.get_message(sid, job["payload"]["message_id"])
+            if message is None or message.deleted_at is not None:
+                return
+        try:
+            thread = await self.ensure_thread(session)
+            if kind == "open":
+                return
+            text = self.render(kind, session, message, job["payload"])
+            if text is None:
+                return
+            if kind == "message" and job["payload"].get("reopened"):
+                await self.on_reopened(thread)
+            pid = await self.post(thread, text, _nonce(key))
+        except ThreadGone as exc:
+            await self._forget_thread(sid)
+            raise TemporaryBridgeError(str(exc), bridge=self.name, retry_after=0) from exc
+        await self.store.bridge_key_set(done_key, pid)
+        if message is not None:
+            await self.store.bridge_key_set(f"{self.name}:out:{message.id}", f"{thread} {pid}")
+        if kind == "close":
+            await self.on_closed(thread)
+
+    async def _forget_thread(self, session_id: str) -> None:
+        thread = await self.thread_of(session_id)
+        await self.store.bridge_key_delete(f"{self.name}:thread:{session_id}")
+        if thread is not None:
+            await self.store.bridge_key_delete(f"{self.name}:session:{thread}")
+        log.warning("thread %s is gone; a new one will be opened", thread, extra=self._log_extra(session_id))
+
+    # -- operator input (called by the platform's verified inbound paths) -------------------
+
+    async def first_time(self, update_id: str) -> bool:
+        """True the first time an inbound update id is seen (redeliveries are skipped)."""
+        return await self.store.bridge_key_set(f"{self.name}:seen:{update_id}", "1", only_new=True)
+
+    async def forget_update(self, update_id: str) -> None:
+        await self.store.bridge_key_delete(f"{self.name}:seen:{update_id}")
+
+    async def notice(self, session_id: str, text: str) -> None:
+        assert self.hub is not None
+        await self.hub.enqueue(self.name, session_id, "notice", f"notice:{secrets.token_hex(8)}", {"text": text})
+
+    def parse_command(self, text: str) -> tuple[str, str] | None:
+        if not text.startswith(self.command_prefix):
+            return None
+        word, _, rest = text[len(self.command_prefix) :].partition(" ")
+        word = word.split("@", 1)[0].lower()
+        return (word, rest.strip()) if word in COMMANDS else None
+
+    async def operator_text(self, session_id: str, text: str, platform_id: str, author: str | None) -> None:
+        """An operator wrote ``text`` in the session's thread."""
+        extra = self._log_extra(session_id)
+        stripped = text.strip()
+        if not stripped or stripped.startswith("//"):
+            log.debug("internal note kept in the thread", extra=extra)
+            return
+        command = self.parse_command(stripped)
+        if command is not None:
+            await self.command(session_id, *command)
+            return
+        try:
+            message = await self.pp.send_message(
+                session_id,
+                text,
+                type="operator",
+                metadata={"bridge": self.name, "bridgeMessageId": platform_id, "operatorName": author or "Operator"},
+            )
+        except InvalidInput as exc:
+            await self.notice(session_id, self.escape(f"⚠️ Not sent to the visitor: {exc}"))
+            return
+        await self.store.bridge_key_set(f"{self.name}:in:{platform_id}", f"{session_id} {message.id}")
+        if not self.pp.operator_online:
+            await self.pp.set_operator_online(True)
+        log.info("operator reply stored", extra=extra)
+
+    async def _stored(self, platform_id: str) -> tuple[str, str] | None:
+        value = await self.store.bridge_key_get(f"{self.name}:in:{platform_id}")
+        if value is None:
+            return None
+        sid, _, mid = value.partition(" ")
+        return sid, mid
+
+    async def operator_edit(self, platform_id: str, text: str) -> None:
+        found = await self._stored(platform_id)
+        if found is None or not text.strip() or text.strip().startswith("//"):
+            return
+        try:
+            await self.pp.edit_message(found[0], found[1], text)
+        except (MessageNotFound, SessionNotFound, PocketPingError) as exc:
+            log.warning("operator edit not applied: %s", exc, extra=self._log_extra(found[0]))
+
+    async def operator_delete(self, platform_id: str) -> None:
+        found = await self._stored(platform_id)
+        if found is None:
+            return
+        try:
+            await self.pp.delete_message(found[0], found[1])
+        except (MessageNotFound, SessionNotFound) as exc:
+            log.warning("operator delete not applied: %s", exc, extra=self._log_extra(found[0]))
+
+    async def command(self, session_id: str, name: str, args: str) -> None:
+        log.info("operator command %s", name, extra=self._log_extra(session_id))
+        if name == "close":
+            await self.pp.close_session(session_id)  # the close notice comes back through the queue
+        elif name == "info":
+            session = await self.pp.get_session(session_id)
+            await self.notice(session_id, self.header(session).replace("🆕 New conversation", "ℹ️ Conversation", 1))
+        elif name in ("online", "offline"):
+            await self.pp.set_operator_online(name == "online")
+            await self.notice(session_id, self.escape(f"Operators are now shown as {name}."))
+        else:
+            p = self.command_prefix
+            await self.notice(session_id, self.escape("\n".join(f"{p}{c}: {h}" for c, h in COMMANDS.items())))
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One platform request; network errors, 5xx and 429 become :class:`TemporaryBridgeError`."""
+        try:
+            r = await self.client.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise TemporaryBridgeError(f"{type(exc).__name__}: {exc}", bridge=self.name) from exc
+        if r.status_code == 429:
+            raise TemporaryBridgeError("rate limited (429)", bridge=self.name, retry_after=self.retry_after(r))
+        if r.status_code >= 500:
+            raise TemporaryBridgeError(f"HTTP {r.status_code}", bridge=self.name)
+        return r
+
+    def retry_after(self, r: httpx.Response) -> float | None:
+        try:
+            return float(r.headers["retry-after"])
+        except (KeyError, ValueError):
+            return None
+
+
+def _nonce(key: str) -> str:
+    """A short stable id for a job (Discord dedupes messages by nonce)."""
+    import hashlib
+
+    return hashlib.sha256(key.encode()).hexdigest()[:25]
