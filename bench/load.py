@@ -318,7 +318,11 @@ async def scenario_push(port: int, pid: int, k: int, rounds: int, targeted: int)
     open_wall = time.perf_counter() - t_open
     await asyncio.sleep(2.0)
     rss1 = rss_kb(pid)
-    trigger = clients[0]
+    await asyncio.gather(*(c.close() for c in clients))
+    clients = []
+    # A fresh connection: the setup ones sat idle past the server's keep-alive timeout.
+    trigger = HTTP(port)
+    await trigger.open()
 
     fan: list[dict[str, float]] = []
     for _ in range(rounds):
@@ -358,7 +362,7 @@ async def scenario_push(port: int, pid: int, k: int, rounds: int, targeted: int)
             await s.close()
 
     await asyncio.gather(*(close_one(s) for s in streams))
-    await asyncio.gather(*(c.close() for c in clients))
+    await trigger.close()
     med = lambda key: statistics.median(r[key] for r in fan)  # noqa: E731
     return {
         "streams": k,
