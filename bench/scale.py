@@ -29,9 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from websockets.asyncio.client import connect as ws_connect  # noqa: E402
-
 from tests.services import AppProcess, PostgresServer, RedisServer  # noqa: E402
+from websockets.asyncio.client import connect as ws_connect  # noqa: E402
 
 
 async def run_load(urls: list[str], sessions: int, concurrency: int, duration: float) -> dict[str, float]:
