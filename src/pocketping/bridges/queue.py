@@ -12,6 +12,7 @@ was recorded, and Discord's message nonces cover the instant between the post an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -126,7 +127,9 @@ class BridgeHub:
             try:
                 await self.enqueue(b.name, session_id, kind, key, payload)
             except (StorageCapabilityError, Exception):
-                log.exception("could not queue %s for the bridge", kind, extra={"session_id": session_id, "bridge": b.name})
+                log.exception(
+                    "could not queue %s for the bridge", kind, extra={"session_id": session_id, "bridge": b.name}
+                )
 
     async def session_started(self, session: Session) -> None:
         await self._fan_out(session.id, "open", f"open:{session.id}", {})
@@ -164,10 +167,8 @@ class BridgeHub:
                 due = await self.store.outbox_next_due()
                 delay = self.idle_poll if due is None else min(self.idle_poll, max(0.0, (due - _now_ms()) / 1000))
                 if delay > 0:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), delay)
-                    except TimeoutError:
-                        pass
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -179,7 +180,7 @@ class BridgeHub:
         self._wake.set()
 
     def backoff(self, bridge: Bridge, attempts: int) -> float:
-        return min(bridge.retry_cap, bridge.retry_base * 2**attempts) * random.uniform(0.8, 1.0)
+        return float(min(bridge.retry_cap, bridge.retry_base * 2**attempts) * random.uniform(0.8, 1.0))
 
     async def _process(self, job: dict[str, Any]) -> None:
         sid, name = job["session_id"], job["bridge"]
@@ -194,7 +195,9 @@ class BridgeHub:
             delay = self.backoff(bridge, job["attempts"])
             if exc.retry_after is not None:
                 delay = min(max(exc.retry_after, 0.0), 600.0)
-            log.warning("%s job failed (%s); retry %d in %.2f s", job["kind"], exc, job["attempts"] + 1, delay, extra=extra)
+            log.warning(
+                "%s job failed (%s); retry %d in %.2f s", job["kind"], exc, job["attempts"] + 1, delay, extra=extra
+            )
             await self.store.outbox_retry(job["id"], due_ms=_now_ms() + int(delay * 1000), error=str(exc))
         except BridgeError as exc:
             log.error("%s job refused by the platform, not retried: %s", job["kind"], exc, extra=extra)
