@@ -268,7 +268,7 @@
     ui.input = form.appendChild(el('textarea', { id: 'pp-i', rows: '1', placeholder: cfg.placeholder, disabled: '' }));
     ui.sendBtn = form.appendChild(el('button', { type: 'submit', 'class': 'pp-s', 'aria-label': 'Send message', disabled: '' }, 'Send'));
     ui.launcher.onclick = toggle; ui.x.onclick = close;
-    form.onsubmit = function (e) { e.preventDefault(); var v = ui.input.value; ui.input.value = ''; send(v).then(null, function () {}); ui.input.focus(); };
+    form.onsubmit = function (e) { e.preventDefault(); var v = ui.input.value; typingAt = 0; ui.input.value = ''; send(v).then(null, function () {}); ui.input.focus(); };
     ui.input.onkeydown = function (e) { if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit ? form.requestSubmit() : form.onsubmit(e); } };
     ui.input.oninput = function () {
       if (sid && Date.now() - typingAt > 2000) { typingAt = Date.now(); api('POST', '/typing', { sessionId: sid, sender: 'visitor', isTyping: true }).then(null, function () {}); }
@@ -300,13 +300,13 @@
   }
   function scheduleRead() {
     if (!isOpen || !sid || readT || d.hidden) return;
-    readT = setTimeout(function () {
-      readT = null;
-      var ids = order.filter(function (id) { var m = msgs[id].m; return !mine(m) && m.status !== 'read' && id.indexOf('temp-') !== 0; });
-      if (ids.length) api('POST', '/read', { sessionId: sid, messageIds: ids, status: 'read' }).then(function () {
-        ids.forEach(function (id) { if (msgs[id]) msgs[id].m.status = 'read'; }); badge();
-      }, function () {});
-    }, 800);
+    readT = setTimeout(function () { readT = null; if (isOpen && !d.hidden) flushRead(); }, 500);
+  }
+  function flushRead() {
+    var ids = order.filter(function (id) { var m = msgs[id].m; return !mine(m) && m.status !== 'read' && id.indexOf('temp-') !== 0; });
+    if (ids.length) api('POST', '/read', { sessionId: sid, messageIds: ids, status: 'read' }).then(function () {
+      ids.forEach(function (id) { if (msgs[id]) msgs[id].m.status = 'read'; }); badge();
+    }, function () {});
   }
   function open() {
     if (!ui.win || isOpen) return;
@@ -315,6 +315,7 @@
   }
   function close() {
     if (!ui.win || !isOpen) return;
+    if (readT) { clearTimeout(readT); readT = null; flushRead(); } // what was on screen has been seen
     isOpen = false; ui.win.hidden = true; ui.launcher.setAttribute('aria-expanded', 'false'); store(OKEY, null);
     ui.launcher.focus(); badge(); emit('close');
   }
