@@ -97,7 +97,7 @@ def official_widget() -> Path:
         detail = "npm is not installed"
         if npm:
             done = subprocess.run(
-                [npm, "pack", f"@pocketping/widget@{OFFICIAL_VERSION}", "--silent"],
+                [npm, "pack", f"@pocketping/widget@{OFFICIAL_VERSION}"],
                 cwd=OFFICIAL_CACHE,
                 capture_output=True,
                 text=True,
