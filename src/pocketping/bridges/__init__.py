@@ -1,9 +1,10 @@
 """Chat-app bridges: operators answer visitors from Telegram, Slack or Discord.
 
-pp = PocketPing(bridges=[TelegramBridge.from_env()])
+pp = PocketPing(bridges=[TelegramBridge.from_env(), SlackBridge.from_env()])
 """
 
 from .base import Bridge, TemporaryBridgeError
+from .slack import SlackBridge
 from .telegram import TelegramBridge
 
-__all__ = ["Bridge", "TelegramBridge", "TemporaryBridgeError"]
+__all__ = ["Bridge", "SlackBridge", "TelegramBridge", "TemporaryBridgeError"]

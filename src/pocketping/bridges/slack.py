@@ -1,0 +1,223 @@
+"""Slack: one thread per session in a channel, over the Web API with httpx.
+
+The session's header is the thread's root message (its ``ts`` is the thread key). Operator
+replies arrive through the Events API at ``<mount>/webhooks/slack``, verified with the v0
+request signature (HMAC-SHA256 of ``v0:<timestamp>:<raw body>`` with the signing secret) within
+a 5-minute replay window; ``url_verification`` is answered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..errors import BridgeError
+from ..models import Session
+from .base import Bridge, TemporaryBridgeError, ThreadGone
+
+log = logging.getLogger("pocketping.bridges")
+
+REPLAY_WINDOW = 300
+_ACCEPTED_SUBTYPES = (None, "file_share", "thread_broadcast")
+
+
+def slack_signature(signing_secret: str, timestamp: str, body: bytes) -> str:
+    base = b"v0:" + timestamp.encode() + b":" + body
+    return "v0=" + hmac.new(signing_secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def _unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+class SlackBridge(Bridge):
+    """``SlackBridge(bot_token, channel_id, signing_secret=...)``: ``bot_token`` is the app's
+    ``xoxb-…`` token; the bot must be a member of ``channel_id``."""
+
+    name = "slack"
+    header_is_separate = False
+
+    def __init__(
+        self,
+        bot_token: str,
+        channel_id: str,
+        *,
+        signing_secret: str | None = None,
+        api_base: str = "https://slack.com/api",
+    ) -> None:
+        super().__init__()
+        if not bot_token or not isinstance(bot_token, str):
+            raise BridgeError("SlackBridge needs a bot token (xoxb-…)", bridge=self.name)
+        if not channel_id:
+            raise BridgeError("SlackBridge needs a channel id (C…)", bridge=self.name)
+        self.bot_token = bot_token
+        self.channel_id = channel_id
+        self.signing_secret = signing_secret or None
+        self.api_base = api_base.rstrip("/")
+        self.bot_user_id: str | None = None
+        self.bot_id: str | None = None
+        self._names: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"SlackBridge(channel_id={self.channel_id!r})"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SlackBridge:
+        """``POCKETPING_SLACK_BOT_TOKEN``, ``_CHANNEL_ID``, ``_SIGNING_SECRET``, optional ``_API_BASE``."""
+        env = os.environ if environ is None else environ
+        missing = [k for k in ("BOT_TOKEN", "CHANNEL_ID") if not env.get(f"POCKETPING_SLACK_{k}")]
+        if missing:
+            raise BridgeError("set " + " and ".join(f"POCKETPING_SLACK_{k}" for k in missing), bridge="slack")
+        return cls(
+            env["POCKETPING_SLACK_BOT_TOKEN"],
+            env["POCKETPING_SLACK_CHANNEL_ID"],
+            signing_secret=env.get("POCKETPING_SLACK_SIGNING_SECRET") or None,
+            api_base=env.get("POCKETPING_SLACK_API_BASE") or "https://slack.com/api",
+        )
+
+    # -- formatting (mrkdwn) ----------------------------------------------------------------
+
+    def escape(self, text: str) -> str:
+        # Slack's control characters: &, <, > (this also defuses <!channel>, <@U…>, <url|label>).
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+    def bold(self, text: str) -> str:
+        return f"*{text}*"
+
+    # -- Web API ----------------------------------------------------------------------------
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        r = await self.request(
+            "POST",
+            f"{self.api_base}/{method}",
+            json=params,
+            headers={"Authorization": f"Bearer {self.bot_token}", "Content-Type": "application/json; charset=utf-8"},
+        )
+        try:
+            body = r.json()
+        except ValueError:
+            raise TemporaryBridgeError(f"{method}: HTTP {r.status_code}, not JSON", bridge=self.name) from None
+        if body.get("ok"):
+            return body  # type: ignore[no-any-return]
+        error = str(body.get("error") or f"HTTP {r.status_code}")
+        if error in ("ratelimited", "service_unavailable", "internal_error", "fatal_error", "request_timeout"):
+            raise TemporaryBridgeError(f"{method}: {error}", bridge=self.name, retry_after=self.retry_after(r))
+        if error == "thread_not_found":
+            raise ThreadGone(f"{method}: {error}", bridge=self.name)
+        raise BridgeError(f"{method}: {error}", bridge=self.name)
+
+    async def _post(self, text: str, thread_ts: str | None) -> str:
+        params: dict[str, Any] = {
+            "channel": self.channel_id,
+            "text": text[:39000],
+            "parse": "none",
+            "link_names": False,
+            "unfurl_links": False,
+            "unfurl_media": False,
+        }
+        if thread_ts is not None:
+            params["thread_ts"] = thread_ts
+        return str((await self.call("chat.postMessage", **params))["ts"])
+
+    async def create_thread(self, session: Session, header: str, nonce: str) -> str:
+        return await self._post(header, None)
+
+    async def post(self, thread: str, text: str, nonce: str) -> str:
+        return await self._post(text, thread)
+
+    async def start(self, hub: Any) -> None:
+        await super().start(hub)
+        try:
+            me = await self.call("auth.test")
+            self.bot_user_id, self.bot_id = me.get("user_id"), me.get("bot_id")
+        except BridgeError as exc:
+            log.warning("auth.test failed: %s", exc, extra=self._log_extra(None))
+
+    async def operator_name(self, user: str) -> str:
+        if user not in self._names:
+            try:
+                info = (await self.call("users.info", user=user)).get("user") or {}
+                self._names[user] = str(info.get("real_name") or info.get("name") or user)
+            except BridgeError:
+                return user
+        return self._names[user]
+
+    # -- inbound (Events API) ---------------------------------------------------------------
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> bool:
+        if self.signing_secret is None:
+            return False
+        timestamp = headers.get("x-slack-request-timestamp", "")
+        try:
+            if abs(time.time() - int(timestamp)) > REPLAY_WINDOW:
+                return False
+        except ValueError:
+            return False
+        expected = slack_signature(self.signing_secret, timestamp, body)
+        return hmac.compare_digest(expected.encode(), headers.get("x-slack-signature", "").encode())
+
+    async def webhook(self, request: Request) -> Response:
+        if self.signing_secret is None:
+            return JSONResponse({"ok": False, "error": "no signing_secret configured"}, status_code=403)
+        body = await request.body()
+        if not self.verify(request.headers, body):
+            log.warning("webhook rejected: bad or stale signature", extra=self._log_extra(None))
+            return JSONResponse({"ok": False, "error": "invalid signature"}, status_code=401)
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return JSONResponse({"ok": False, "error": "invalid JSON"}, status_code=400)
+        if not isinstance(payload, dict):
+            return JSONResponse({"ok": False}, status_code=400)
+        if payload.get("type") == "url_verification":
+            return JSONResponse({"challenge": payload.get("challenge")})
+        event_id = payload.get("event_id")
+        if payload.get("type") != "event_callback" or not isinstance(event_id, str):
+            return JSONResponse({"ok": True})
+        if not await self.first_time(event_id):
+            return JSONResponse({"ok": True})
+        try:
+            await self.handle_event(payload.get("event") or {})
+        except Exception:
+            await self.forget_update(event_id)
+            log.exception("event handling failed; Slack will redeliver it", extra=self._log_extra(None))
+            return JSONResponse({"ok": False}, status_code=500)
+        return JSONResponse({"ok": True})
+
+    def _is_own(self, event: Mapping[str, Any]) -> bool:
+        return bool(event.get("bot_id")) or (self.bot_user_id is not None and event.get("user") == self.bot_user_id)
+
+    async def handle_event(self, event: Mapping[str, Any]) -> None:
+        if event.get("type") != "message" or event.get("channel") != self.channel_id:
+            return
+        subtype = event.get("subtype")
+        if subtype == "message_changed":
+            changed = event.get("message") or {}
+            if not self._is_own(changed) and changed.get("ts"):
+                await self.operator_edit(str(changed["ts"]), _unescape(str(changed.get("text") or "")))
+            return
+        if subtype == "message_deleted":
+            previous = event.get("previous_message") or {}
+            if event.get("deleted_ts") and not self._is_own(previous):
+                await self.operator_delete(str(event["deleted_ts"]))
+            return
+        if subtype not in _ACCEPTED_SUBTYPES or self._is_own(event):
+            return
+        thread_ts, ts = event.get("thread_ts"), event.get("ts")
+        if not thread_ts or not ts or thread_ts == ts:
+            return  # a top-level channel message, not a reply in a session's thread
+        session_id = await self.session_of(str(thread_ts))
+        if session_id is None:
+            return
+        user = str(event.get("user") or "")
+        author = await self.operator_name(user) if user else None
+        await self.operator_text(session_id, _unescape(str(event.get("text") or "")), str(ts), author)
