@@ -98,7 +98,7 @@
     rec.text.textContent = m.deletedAt ? 'Message deleted' : m.content;
     rec.li.classList.toggle('deleted', !!m.deletedAt);
     var tick = m.sender === 'operator' ? ' · ' + (m.status || 'sent') : '';
-    rec.meta.textContent = (m.sender === 'visitor' ? who(current) : m.sender) + ' ' + time(m.timestamp) + (m.editedAt ? ' · edited' : '') + tick;
+    rec.meta.textContent = (m.sender === 'visitor' ? who(current) : m.sender === 'operator' ? 'You' : m.sender) + ' ' + time(m.timestamp) + (m.editedAt ? ' · edited' : '') + tick;
     ol.scrollTop = ol.scrollHeight;
   }
   function markRead() {
