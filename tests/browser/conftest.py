@@ -106,8 +106,8 @@ def official_widget() -> Path:
             tarball = OFFICIAL_CACHE / f"pocketping-widget-{OFFICIAL_VERSION}.tgz"
             if done.returncode == 0 and tarball.exists():
                 subprocess.run(["tar", "xzf", tarball.name], cwd=OFFICIAL_CACHE, check=True, timeout=60)
-            detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            detail = detail[0]
+            out = (done.stderr or done.stdout).strip().splitlines()
+            detail = next((line for line in out if "404" in line), out[0] if out else "no output")
         if not target.exists():
             pytest.skip(
                 f"the official widget @pocketping/widget@{OFFICIAL_VERSION} could not be fetched from the npm "
