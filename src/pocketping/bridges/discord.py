@@ -1,0 +1,248 @@
+"""Discord: one public thread per session in a text channel, over the REST API with httpx.
+
+Operator messages typed in a thread arrive over the Gateway (:mod:`.gateway`); slash commands
+(``/reply``, ``/close``, ``/info``) arrive as interactions at ``<mount>/webhooks/discord``,
+verified with the application's Ed25519 public key (``X-Signature-Ed25519`` over
+``X-Signature-Timestamp`` + raw body). Every post sets ``allowed_mentions: {"parse": []}`` and a
+``nonce`` with ``enforce_nonce`` so a retried post is not duplicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..errors import BridgeError
+from ..models import Session
+from .base import COMMANDS, Bridge, TemporaryBridgeError, ThreadGone
+from .gateway import GatewayClient
+
+log = logging.getLogger("pocketping.bridges")
+
+_MARKDOWN = re.compile(r"([\\*_~`|>\[\]<#])")
+_MASS = re.compile(r"@(everyone|here)", re.IGNORECASE)
+
+
+class DiscordBridge(Bridge):
+    """``DiscordBridge(bot_token, channel_id, public_key=...)``: the bot needs View Channel, Send
+    Messages, Create Public Threads, Send Messages in Threads and Manage Threads in
+    ``channel_id``, and the MESSAGE_CONTENT intent."""
+
+    name = "discord"
+
+    def __init__(
+        self,
+        bot_token: str,
+        channel_id: str,
+        *,
+        public_key: str | None = None,
+        api_base: str = "https://discord.com/api/v10",
+        gateway_url: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not bot_token or not isinstance(bot_token, str):
+            raise BridgeError("DiscordBridge needs a bot token", bridge=self.name)
+        if not str(channel_id).strip():
+            raise BridgeError("DiscordBridge needs a channel id", bridge=self.name)
+        self.bot_token = bot_token
+        self.channel_id = str(channel_id)
+        self.public_key = public_key or None
+        self.api_base = api_base.rstrip("/")
+        self.gateway_url = gateway_url
+        self.gateway = GatewayClient(bot_token, self._gateway_url, self.on_dispatch)
+        self._gateway_task: asyncio.Task[None] | None = None
+        self._verify_key: Any = None
+        if self.public_key is not None:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+            try:
+                self._verify_key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(self.public_key))
+            except ValueError as exc:
+                raise BridgeError(f"public_key must be the app's hex Ed25519 key: {exc}", bridge=self.name) from None
+
+    def __repr__(self) -> str:
+        return f"DiscordBridge(channel_id={self.channel_id!r})"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DiscordBridge:
+        """``POCKETPING_DISCORD_BOT_TOKEN``, ``_CHANNEL_ID``, ``_PUBLIC_KEY``, optional ``_API_BASE``,
+        ``_GATEWAY_URL``."""
+        env = os.environ if environ is None else environ
+        missing = [k for k in ("BOT_TOKEN", "CHANNEL_ID") if not env.get(f"POCKETPING_DISCORD_{k}")]
+        if missing:
+            raise BridgeError("set " + " and ".join(f"POCKETPING_DISCORD_{k}" for k in missing), bridge="discord")
+        return cls(
+            env["POCKETPING_DISCORD_BOT_TOKEN"],
+            env["POCKETPING_DISCORD_CHANNEL_ID"],
+            public_key=env.get("POCKETPING_DISCORD_PUBLIC_KEY") or None,
+            api_base=env.get("POCKETPING_DISCORD_API_BASE") or "https://discord.com/api/v10",
+            gateway_url=env.get("POCKETPING_DISCORD_GATEWAY_URL") or None,
+        )
+
+    # -- formatting (Discord markdown) ------------------------------------------------------
+
+    def escape(self, text: str) -> str:
+        text = _MARKDOWN.sub(r"\\\1", text)  # markdown, masked links [x](url), <@id> mentions, headings
+        return _MASS.sub("@\u200b\\1", text)  # @everyone / @here, even if allowed_mentions were ignored
+
+    def bold(self, text: str) -> str:
+        return f"**{text}**"
+
+    # -- REST -------------------------------------------------------------------------------
+
+    def retry_after(self, r: httpx.Response) -> float | None:
+        try:
+            return float(r.json()["retry_after"])
+        except (ValueError, KeyError, TypeError):
+            return super().retry_after(r)
+
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        headers = {"Authorization": f"Bot {self.bot_token}", "User-Agent": "DiscordBot (https://pocketping.io, 0.1)"}
+        r = await self.request(method, f"{self.api_base}{path}", json=body, headers=headers)
+        if r.status_code == 204:
+            return None
+        try:
+            data = r.json()
+        except ValueError:
+            raise TemporaryBridgeError(f"{method} {path}: HTTP {r.status_code}, not JSON", bridge=self.name) from None
+        if r.status_code < 300:
+            return data
+        code = data.get("code") if isinstance(data, dict) else None
+        if code == 10003:
+            raise ThreadGone(f"{method} {path}: unknown channel", bridge=self.name)
+        raise BridgeError(f"{method} {path}: HTTP {r.status_code} {data}", bridge=self.name)
+
+    async def create_thread(self, session: Session, header: str, nonce: str) -> str:
+        thread = await self.call(
+            "POST",
+            f"/channels/{self.channel_id}/threads",
+            {"name": self.thread_title(session)[:100], "type": 11, "auto_archive_duration": 10080},
+        )
+        return str(thread["id"])
+
+    async def post(self, thread: str, text: str, nonce: str) -> str:
+        body = {"content": text[:2000], "allowed_mentions": {"parse": []}, "nonce": nonce, "enforce_nonce": True}
+        return str((await self.call("POST", f"/channels/{thread}/messages", body))["id"])
+
+    async def on_closed(self, thread: str) -> None:
+        try:
+            await self.call("PATCH", f"/channels/{thread}", {"archived": True})
+        except BridgeError as exc:
+            log.debug("archiving thread failed: %s", exc, extra=self._log_extra(None))
+
+    # -- Gateway ----------------------------------------------------------------------------
+
+    async def _gateway_url(self) -> str:
+        if self.gateway_url:
+            return self.gateway_url
+        return str((await self.call("GET", "/gateway/bot"))["url"])
+
+    async def start(self, hub: Any) -> None:
+        await super().start(hub)
+        self._gateway_task = asyncio.get_running_loop().create_task(self.gateway.run(), name="pocketping-discord-gw")
+
+    async def stop(self) -> None:
+        task, self._gateway_task = self._gateway_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await super().stop()
+
+    def _is_own(self, author: Mapping[str, Any] | None) -> bool:
+        author = author or {}
+        return bool(author.get("bot")) or (
+            self.gateway.user_id is not None and str(author.get("id")) == self.gateway.user_id
+        )
+
+    async def on_dispatch(self, kind: str, d: dict[str, Any]) -> None:
+        if kind not in ("MESSAGE_CREATE", "MESSAGE_UPDATE", "MESSAGE_DELETE") or "id" not in d:
+            return
+        if kind == "MESSAGE_DELETE":
+            await self.operator_delete(str(d["id"]))
+            return
+        if self._is_own(d.get("author")) or d.get("webhook_id"):
+            return
+        if kind == "MESSAGE_UPDATE":
+            if isinstance(d.get("content"), str):
+                await self.operator_edit(str(d["id"]), d["content"])
+            return
+        session_id = await self.session_of(str(d.get("channel_id")))
+        if session_id is None or not isinstance(d.get("content"), str):
+            return
+        if not await self.first_time(f"msg:{d['id']}"):
+            return  # replayed after a resume
+        author = d.get("author") or {}
+        name = (d.get("member") or {}).get("nick") or author.get("global_name") or author.get("username")
+        try:
+            await self.operator_text(session_id, d["content"], str(d["id"]), name)
+        except Exception:
+            await self.forget_update(f"msg:{d['id']}")
+            raise
+
+    # -- interactions (slash commands) ------------------------------------------------------
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> bool:
+        from cryptography.exceptions import InvalidSignature
+
+        if self._verify_key is None:
+            return False
+        try:
+            signature = bytes.fromhex(headers.get("x-signature-ed25519", ""))
+            self._verify_key.verify(signature, headers.get("x-signature-timestamp", "").encode() + body)
+        except (ValueError, InvalidSignature):
+            return False
+        return True
+
+    async def webhook(self, request: Request) -> Response:
+        if self._verify_key is None:
+            return JSONResponse({"error": "no public_key configured"}, status_code=403)
+        body = await request.body()
+        if not self.verify(request.headers, body):
+            log.warning("interaction rejected: bad signature", extra=self._log_extra(None))
+            return JSONResponse({"error": "invalid request signature"}, status_code=401)
+        try:
+            interaction = json.loads(body)
+        except ValueError:
+            return JSONResponse({"error": "invalid JSON"}, status_code=400)
+        if interaction.get("type") == 1:
+            return JSONResponse({"type": 1})
+        if interaction.get("type") != 2:
+            return _ephemeral("Not supported.")
+        return _ephemeral(await self._slash(interaction))
+
+    async def _slash(self, interaction: dict[str, Any]) -> str:
+        data = interaction.get("data") or {}
+        name = str(data.get("name") or "")
+        options = {o.get("name"): o.get("value") for o in data.get("options") or [] if isinstance(o, dict)}
+        session_id = await self.session_of(str(interaction.get("channel_id")))
+        if session_id is None:
+            return "Use this command inside a PocketPing conversation thread."
+        iid = str(interaction.get("id"))
+        if not await self.first_time(f"interaction:{iid}"):
+            return "Already done."
+        member_user = (interaction.get("member") or {}).get("user") or interaction.get("user") or {}
+        try:
+            if name == "reply":
+                text = str(options.get("message") or "")
+                await self.operator_text(session_id, text, f"i{iid}", member_user.get("username"))
+                return "✅ Message sent to the visitor."
+            if name in COMMANDS:
+                await self.command(session_id, name, str(options.get("args") or ""))
+                return "✅ Done."
+        except Exception:
+            await self.forget_update(f"interaction:{iid}")
+            raise
+        return f"Unknown command {name!r}."
+
+
+def _ephemeral(text: str) -> JSONResponse:
+    return JSONResponse({"type": 4, "data": {"content": text, "flags": 64, "allowed_mentions": {"parse": []}}})
