@@ -8,6 +8,7 @@ app.mount("/pocketping", pp.asgi_app)
 
 __version__ = "0.1.0"
 
+from .bridges import DiscordBridge, SlackBridge, TelegramBridge  # noqa: E402
 from .core import PocketPing  # noqa: E402
 from .errors import (  # noqa: E402
     AuthError,
@@ -33,6 +34,7 @@ __all__ = [
     "BaseStorage",
     "BridgeError",
     "Broker",
+    "DiscordBridge",
     "Event",
     "Forbidden",
     "InvalidInput",
@@ -48,7 +50,9 @@ __all__ = [
     "SQLiteStorage",
     "Session",
     "SessionNotFound",
+    "SlackBridge",
     "StorageCapabilityError",
     "StorageError",
+    "TelegramBridge",
     "__version__",
 ]
