@@ -473,6 +473,8 @@ class PocketPing:
             {"messageId": message_id, "content": content, "editedAt": iso(updated.edited_at), "sessionId": session_id},
             iso(updated.cursor),
         )
+        if self._bridges is not None:
+            await self._bridges.message_changed(updated)
         return updated
 
     async def _delete(self, session_id: str, message_id: str, *, visitor: bool = False) -> Message:
@@ -493,6 +495,8 @@ class PocketPing:
             {"messageId": message_id, "deletedAt": iso(updated.deleted_at), "sessionId": session_id},
             iso(updated.cursor),
         )
+        if self._bridges is not None:
+            await self._bridges.message_changed(updated)
         return updated
 
     async def _mark(
