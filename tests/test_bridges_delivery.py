@@ -154,3 +154,40 @@ def test_storage_without_outbox_falls_back_to_memory_with_a_warning(
         assert any("lost on restart" in r.getMessage() for r in caplog.records)
     finally:
         v.close()
+
+
+def test_reply_from_one_bridge_is_shown_in_the_others(tg: FakeTelegram, serve: Callable[[PocketPing], str]) -> None:
+    import httpx
+
+    from pocketping import SlackBridge
+
+    from .fakes.slack import CHANNEL, FakeSlack
+
+    slack = FakeSlack().start()
+    try:
+        bridges = [
+            fast(TelegramBridge(tg.token, CHAT_ID, webhook_secret=SECRET, api_base=tg.url)),
+            fast(SlackBridge(slack.token, CHANNEL, signing_secret=slack.signing_secret, api_base=f"{slack.url}/api")),
+        ]
+        pp = PocketPing(storage=MemoryStorage(), bridges=bridges, sse_heartbeat=0.5)
+        base = serve(pp)
+        v = Visitor(base)
+        try:
+            v.say("hello both")
+            tg.wait_for(lambda: [t for t in texts(tg) if t.endswith("hello both")])
+            thread_ts = slack.wait_for(lambda: key(pp, f"slack:thread:{v.session_id}"))
+            update = tg.operator_update(1000, "answered from Telegram")
+            headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+            assert httpx.post(f"{base}/webhooks/telegram", json=update, headers=headers, timeout=10).status_code == 200
+            assert v.next_operator_message()["content"] == "answered from Telegram"
+            mirrored = slack.wait_for(
+                lambda: [b["text"] for b in slack.sent("chat.postMessage") if "answered from Telegram" in b["text"]]
+            )
+            assert mirrored == ["*🧑‍💼 Alice (via telegram):*\nanswered from Telegram"]
+            assert slack.sent("chat.postMessage")[-1]["thread_ts"] == thread_ts
+            assert drained(pp)
+            assert not [t for t in texts(tg) if "answered from Telegram" in t]  # not echoed back
+        finally:
+            v.close()
+    finally:
+        slack.stop()

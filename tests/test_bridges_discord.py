@@ -241,3 +241,23 @@ def test_from_env() -> None:
         PUBLIC_KEY,
         "https://discord.com/api/v10",
     )
+
+
+def test_visitor_edit_and_delete_are_mirrored(dc: FakeDiscord, serve: Callable[[PocketPing], str]) -> None:
+    pp = make_pp(dc, gateway_url=dc.gateway.url)
+    base = serve(pp)
+    v = Visitor(base)
+    try:
+        mid = v.say("typo heer")
+        thread, pid = dc.wait_for(lambda: key(pp, f"discord:out:{mid}")).split()
+        assert (
+            v.http.patch(f"/message/{mid}", json={"sessionId": v.session_id, "content": "typo @everyone"}).status_code
+            == 200
+        )
+        dc.wait_for(lambda: dc.messages[pid]["content"].endswith("typo @\u200beveryone\n(edited)"))
+        assert dc.sent("edit_message")[0]["allowed_mentions"] == {"parse": []}
+        assert v.http.delete(f"/message/{mid}", params={"sessionId": v.session_id}).status_code == 200
+        dc.wait_for(lambda: pid not in dc.messages)
+        assert drained(pp)
+    finally:
+        v.close()

@@ -223,3 +223,23 @@ def test_from_env() -> None:
         }
     )
     assert (b.bot_token, b.channel_id, b.signing_secret, b.api_base) == ("xoxb-1", "C1", "s", "https://slack.com/api")
+
+
+def test_visitor_edit_and_delete_are_mirrored(slack: FakeSlack, serve: Callable[[PocketPing], str]) -> None:
+    pp = make_pp(slack)
+    base = serve(pp)
+    v = Visitor(base)
+    try:
+        mid = v.say("typo heer")
+        ts = slack.wait_for(lambda: key(pp, f"slack:out:{mid}")).split()[1]
+        assert (
+            v.http.patch(f"/message/{mid}", json={"sessionId": v.session_id, "content": "typo <!here>"}).status_code
+            == 200
+        )
+        edit = slack.wait_for(lambda: slack.sent("chat.update"))[0]
+        assert edit["ts"] == ts and edit["channel"] == CHANNEL and edit["text"].endswith("typo &lt;!here&gt;\n(edited)")
+        assert v.http.delete(f"/message/{mid}", params={"sessionId": v.session_id}).status_code == 200
+        assert slack.wait_for(lambda: slack.sent("chat.delete"))[0]["ts"] == ts
+        assert drained(pp)
+    finally:
+        v.close()

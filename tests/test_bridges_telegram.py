@@ -250,3 +250,24 @@ def test_from_env_and_validation() -> None:
     assert info.value.bridge == "telegram"
     with pytest.raises(ValueError, match="one bridge per platform"):
         PocketPing(storage=MemoryStorage(), bridges=[b, TelegramBridge.from_env(env)])
+
+
+def test_visitor_edit_and_delete_are_mirrored(tg: FakeTelegram, serve: Callable[[PocketPing], str]) -> None:
+    pp = make_pp(tg)
+    base = serve(pp)
+    v = Visitor(base)
+    try:
+        mid = v.say("typo heer")
+        tg.wait_for(lambda: [t for t in texts(tg, 1000) if "typo heer" in t])
+        pid = int(tg.wait_for(lambda: key(pp, f"telegram:out:{mid}")).split()[1])
+        assert (
+            v.http.patch(f"/message/{mid}", json={"sessionId": v.session_id, "content": "typo <here>"}).status_code
+            == 200
+        )
+        edit = tg.wait_for(lambda: tg.sent("editMessageText"))[0]
+        assert edit["message_id"] == pid and edit["text"].endswith("typo &lt;here&gt;\n(edited)")
+        assert v.http.delete(f"/message/{mid}", params={"sessionId": v.session_id}).status_code == 200
+        assert tg.wait_for(lambda: tg.sent("deleteMessage"))[0]["message_id"] == pid
+        assert drained(pp)
+    finally:
+        v.close()

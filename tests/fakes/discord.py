@@ -40,6 +40,8 @@ class FakeDiscord(FakePlatform):
                 Route("/api/v10/gateway/bot", self.gateway_bot, methods=["GET"]),
                 Route("/api/v10/channels/{cid}/threads", self.create_thread, methods=["POST"]),
                 Route("/api/v10/channels/{cid}/messages", self.create_message, methods=["POST"]),
+                Route("/api/v10/channels/{cid}/messages/{mid}", self.edit_message, methods=["PATCH"]),
+                Route("/api/v10/channels/{cid}/messages/{mid}", self.delete_message, methods=["DELETE"]),
                 Route("/api/v10/channels/{cid}", self.modify_channel, methods=["PATCH"]),
             ]
         )
@@ -129,6 +131,26 @@ class FakeDiscord(FakePlatform):
         if nonce:
             self._nonces[(cid, nonce)] = message
         return JSONResponse(message)
+
+    async def edit_message(self, request: Request) -> Response:
+        body, fail = await self._guard(request, "edit_message")
+        if fail:
+            return fail
+        message = self.messages.get(request.path_params["mid"])
+        if message is None or message["channel_id"] != request.path_params["cid"]:
+            return JSONResponse({"message": "Unknown Message", "code": 10008}, 404)
+        message["content"] = body["content"]
+        return JSONResponse(message)
+
+    async def delete_message(self, request: Request) -> Response:
+        _, fail = await self._guard(request, "delete_message")
+        if fail:
+            return fail
+        message = self.messages.get(request.path_params["mid"])
+        if message is None or message["channel_id"] != request.path_params["cid"]:
+            return JSONResponse({"message": "Unknown Message", "code": 10008}, 404)
+        del self.messages[request.path_params["mid"]]
+        return Response(status_code=204)
 
     async def modify_channel(self, request: Request) -> Response:
         body, fail = await self._guard(request, "modify_channel")

@@ -133,6 +133,14 @@ class Bridge:
         """Post ``text`` (already formatted) in ``thread``; returns the platform message id."""
         raise NotImplementedError
 
+    async def edit(self, thread: str, platform_id: str, text: str) -> None:
+        """Replace the text of a message we posted (visitor or console edits)."""
+        raise NotImplementedError
+
+    async def remove(self, thread: str, platform_id: str) -> None:
+        """Delete a message we posted (visitor or console deletes)."""
+        raise NotImplementedError
+
     async def on_closed(self, thread: str) -> None:
         """Platform-side touch after the close notice (e.g. close the forum topic)."""
 
@@ -180,6 +188,9 @@ class Bridge:
             for a in message.attachments:
                 text += "\n📎 " + self.escape(f"{a.filename} {a.url}".strip())
             return text
+        if kind in ("edit", "delete") and message is not None:
+            base = self.render("message" if message.sender == "visitor" else "operator", session, message, payload)
+            return None if base is None else base + "\n" + self.escape("(edited)")
         if kind == "operator" and message is not None:
             who = message.metadata.get("operatorName") or message.sender
             via = message.metadata.get("bridge") or "PocketPing"
@@ -224,8 +235,11 @@ class Bridge:
         message = None
         if "message_id" in job["payload"]:
             message = await self.pp.storage.get_message(sid, job["payload"]["message_id"])
-            if message is None or message.deleted_at is not None:
+            if message is None or (message.deleted_at is not None and kind != "delete"):
                 return
+        if kind in ("edit", "delete"):
+            await self._change(kind, session, message, job)
+            return
         try:
             thread = await self.ensure_thread(session)
             if kind == "open":
@@ -244,6 +258,20 @@ class Bridge:
             await self.store.bridge_key_set(f"{self.name}:out:{message.id}", f"{thread} {pid}")
         if kind == "close":
             await self.on_closed(thread)
+
+    async def _change(self, kind: str, session: Session, message: Message | None, job: dict[str, Any]) -> None:
+        assert message is not None
+        posted = await self.store.bridge_key_get(f"{self.name}:out:{message.id}")
+        if posted is None:
+            return  # never posted here (e.g. it came from this platform): nothing to mirror
+        thread, _, pid = posted.partition(" ")
+        if kind == "delete":
+            await self.remove(thread, pid)
+        else:
+            text = self.render(kind, session, message, job["payload"])
+            if text is not None:
+                await self.edit(thread, pid, text)
+        await self.store.bridge_key_set(f"{self.name}:done:{job['key']}", pid)
 
     async def _forget_thread(self, session_id: str) -> None:
         thread = await self.thread_of(session_id)

@@ -133,6 +133,21 @@ class DiscordBridge(Bridge):
         body = {"content": text[:2000], "allowed_mentions": {"parse": []}, "nonce": nonce, "enforce_nonce": True}
         return str((await self.call("POST", f"/channels/{thread}/messages", body))["id"])
 
+    async def edit(self, thread: str, platform_id: str, text: str) -> None:
+        body = {"content": text[:2000], "allowed_mentions": {"parse": []}}
+        try:
+            await self.call("PATCH", f"/channels/{thread}/messages/{platform_id}", body)
+        except BridgeError as exc:
+            if "10008" not in str(exc) or isinstance(exc, TemporaryBridgeError):
+                raise
+
+    async def remove(self, thread: str, platform_id: str) -> None:
+        try:
+            await self.call("DELETE", f"/channels/{thread}/messages/{platform_id}")
+        except BridgeError as exc:
+            if "10008" not in str(exc) or isinstance(exc, TemporaryBridgeError):
+                raise
+
     async def on_closed(self, thread: str) -> None:
         try:
             await self.call("PATCH", f"/channels/{thread}", {"archived": True})

@@ -147,6 +147,13 @@ class BridgeHub:
         source = message.metadata.get("bridge")
         await self._fan_out(message.session_id, "operator", f"msg:{message.id}", {"message_id": message.id}, source)
 
+    async def message_changed(self, message: Message) -> None:
+        """Mirror an edit or a delete (from the widget, code or the console) to the threads."""
+        kind = "delete" if message.deleted_at is not None else "edit"
+        stamp = int(message.cursor.timestamp() * 1000)
+        key = f"{kind}:{message.id}:{stamp}"
+        await self._fan_out(message.session_id, kind, key, {"message_id": message.id}, message.metadata.get("bridge"))
+
     async def session_closed(self, session: Session) -> None:
         await self._fan_out(session.id, "close", f"close:{session.id}:{_now_ms()}", {})
 
@@ -189,6 +196,8 @@ class BridgeHub:
         if bridge is None:
             await self.store.outbox_retry(job["id"], due_ms=_now_ms() + 60_000, error="bridge not configured")
             return
+        if job.get("reclaimed"):
+            log.warning("taking over a %s job whose attempt was interrupted", job["kind"], extra=extra)
         try:
             await bridge.deliver(job)
         except TemporaryBridgeError as exc:

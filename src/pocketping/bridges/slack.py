@@ -134,6 +134,20 @@ class SlackBridge(Bridge):
     async def post(self, thread: str, text: str, nonce: str) -> str:
         return await self._post(text, thread)
 
+    async def edit(self, thread: str, platform_id: str, text: str) -> None:
+        try:
+            await self.call("chat.update", channel=self.channel_id, ts=platform_id, text=text[:39000], parse="none")
+        except BridgeError as exc:
+            if "message_not_found" not in str(exc) or isinstance(exc, TemporaryBridgeError):
+                raise
+
+    async def remove(self, thread: str, platform_id: str) -> None:
+        try:
+            await self.call("chat.delete", channel=self.channel_id, ts=platform_id)
+        except BridgeError as exc:
+            if "message_not_found" not in str(exc) or isinstance(exc, TemporaryBridgeError):
+                raise
+
     async def start(self, hub: Any) -> None:
         await super().start(hub)
         try:

@@ -125,6 +125,26 @@ class TelegramBridge(Bridge):
         )
         return str(sent["message_id"])
 
+    async def edit(self, thread: str, platform_id: str, text: str) -> None:
+        try:
+            await self.call(
+                "editMessageText",
+                chat_id=self.chat_id,
+                message_id=int(platform_id),
+                text=text[:4096],
+                parse_mode="HTML",
+            )
+        except BridgeError as exc:
+            if "not modified" not in str(exc) and "not found" not in str(exc) or isinstance(exc, TemporaryBridgeError):
+                raise
+
+    async def remove(self, thread: str, platform_id: str) -> None:
+        try:
+            await self.call("deleteMessage", chat_id=self.chat_id, message_id=int(platform_id))
+        except BridgeError as exc:
+            if "not found" not in str(exc) or isinstance(exc, TemporaryBridgeError):
+                raise
+
     async def _topic(self, method: str, thread: str) -> None:
         try:
             await self.call(method, chat_id=self.chat_id, message_thread_id=int(thread))
