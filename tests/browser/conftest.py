@@ -71,8 +71,10 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Any]:
+    # Module scope, not session: playwright's sync API keeps an asyncio loop running in this
+    # thread while it is started, which would break the async tests of later modules.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
