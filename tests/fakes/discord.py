@@ -202,6 +202,7 @@ class FakeGateway:
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._server: Any = None
         self.lock = threading.Lock()
+        self.ack_heartbeats = True  # False: a zombied connection (heartbeats never acknowledged)
 
     @property
     def url(self) -> str:
@@ -238,7 +239,8 @@ class FakeGateway:
                     self.ops.append(p)
                 op, d = p.get("op"), p.get("d")
                 if op == 1:
-                    await ws.send(json.dumps({"op": 11}))
+                    if self.ack_heartbeats:
+                        await ws.send(json.dumps({"op": 11}))
                 elif op == 2:
                     if d.get("token") != self.token:
                         await ws.close(4004, "Authentication failed.")
@@ -287,6 +289,15 @@ class FakeGateway:
         async def go() -> None:
             for ws in list(self.clients):
                 await ws.send(json.dumps({"op": 7, "d": None}))
+
+        asyncio.run_coroutine_threadsafe(go(), self.loop).result(10)
+
+    def invalid_session(self, resumable: bool) -> None:
+        """Send op 9 INVALID_SESSION to every client."""
+
+        async def go() -> None:
+            for ws in list(self.clients):
+                await ws.send(json.dumps({"op": 9, "d": resumable}))
 
         asyncio.run_coroutine_threadsafe(go(), self.loop).result(10)
 
