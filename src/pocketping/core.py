@@ -286,6 +286,8 @@ class PocketPing:
     def publish(self, session_id: str | None, type: str, data: dict[str, Any], event_id: str | None = None) -> None:
         """Push ``{"type", "data"}`` to the session's open streams (``None``: all streams),
         on this process and, through the broker, on every other."""
+        if self.broker is None and not self.hub.listening(session_id):
+            return  # nobody to tell: skip serialising
         frame: Frame = (_dumps({"type": type, "data": data}), event_id)
         self.hub.deliver(session_id, frame)
         if self.broker is not None:
@@ -298,6 +300,8 @@ class PocketPing:
         await resync_streams(self, since)
 
     def _publish_message(self, message: Message) -> None:
+        if self.broker is None and not self.hub.listening(message.session_id):
+            return
         self.publish(message.session_id, "message", message.to_wire(), iso(message.cursor))
 
     # -- the seed API -----------------------------------------------------------------------

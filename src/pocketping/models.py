@@ -44,9 +44,9 @@ def to_ms(dt: datetime) -> int:
 
 def iso(dt: datetime) -> str:
     """``2026-06-04T09:34:50.123Z``: UTC, milliseconds, ``Z``."""
-    if dt.tzinfo is not None:
+    if dt.tzinfo is not None and dt.utcoffset():
         dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return dt.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def parse_time(value: Any) -> datetime:

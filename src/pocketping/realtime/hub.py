@@ -91,6 +91,13 @@ class Hub:
             return len(self._channels.get(channel, ()))
         return sum(len(s) for s in self._channels.values())
 
+    def listening(self, channel: str | None) -> bool:
+        """Whether a frame for ``channel`` would reach any stream of this process."""
+        channels = self._channels
+        if channel is None:
+            return bool(channels)
+        return channel in channels or ALL in channels
+
     def deliver(self, channel: str | None, frame: Frame) -> None:
         """Give ``frame`` to the subscribers of ``channel`` (``None``: every channel) and to
         the all-sessions channel."""

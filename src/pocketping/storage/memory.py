@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Mapping
 from datetime import datetime
@@ -13,15 +12,36 @@ from .base import BaseStorage, apply_changes, next_stamp
 
 
 def _copy_message(m: Message) -> Message:
-    return dataclasses.replace(m, attachments=list(m.attachments), metadata=dict(m.metadata))
+    # Positional construction: several times faster than dataclasses.replace on this hot path.
+    return Message(
+        m.id,
+        m.session_id,
+        m.content,
+        m.sender,
+        m.created_at,
+        m.updated_at,
+        m.status,
+        m.delivered_at,
+        m.read_at,
+        m.edited_at,
+        m.deleted_at,
+        m.reply_to,
+        list(m.attachments),
+        dict(m.metadata),
+    )
 
 
 def _copy_session(s: Session) -> Session:
-    return dataclasses.replace(
-        s,
-        metadata=dict(s.metadata),
-        identity=dict(s.identity) if s.identity is not None else None,
-        data=dict(s.data),
+    return Session(
+        s.id,
+        s.visitor_id,
+        s.created_at,
+        s.last_activity,
+        s.status,
+        s.closed_at,
+        dict(s.metadata),
+        dict(s.identity) if s.identity is not None else None,
+        dict(s.data),
     )
 
 
