@@ -112,6 +112,10 @@ class PocketPing:
             files = LocalFileStore("pocketping-uploads")
         self.files = files
         self.bridges = list(bridges or ())
+        if bridge_url is not None:
+            from .bridges.remote import RemoteBridge
+
+            self.bridges.append(RemoteBridge.from_env(bridge_url))
         self._bridges: Any = None
         if self.bridges:
             from .bridges.queue import BridgeHub
