@@ -154,8 +154,8 @@ class BridgeHub:
         key = f"{kind}:{message.id}:{stamp}"
         await self._fan_out(message.session_id, kind, key, {"message_id": message.id}, message.metadata.get("bridge"))
 
-    async def session_closed(self, session: Session) -> None:
-        await self._fan_out(session.id, "close", f"close:{session.id}:{_now_ms()}", {})
+    async def session_closed(self, session: Session, skip: str | None = None) -> None:
+        await self._fan_out(session.id, "close", f"close:{session.id}:{_now_ms()}", {}, skip)
 
     # -- the worker -------------------------------------------------------------------------
 

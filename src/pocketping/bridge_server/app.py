@@ -1,0 +1,227 @@
+"""The bridge server: ``/api/events`` (and the older convenience routes) in, platform threads
+out, operator events back to the SDK's ``BACKEND_WEBHOOK_URL``.
+
+Inside, it is a :class:`~pocketping.PocketPing` with its own storage (SQLite by default), which
+mirrors the sessions and messages the SDK reports (same ids) so the bridge classes, the durable
+outbox and the thread mapping work exactly as in-process. Operator messages that should reach
+the SDK go through the same outbox, to :class:`BackendForwarder`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..bridges.base import Bridge
+from ..bridges.remote import auth_headers, check_auth
+from ..core import PocketPing
+from ..errors import BridgeError, PocketPingError
+from ..models import Message, Session, iso
+from ..storage.base import STAMP
+
+log = logging.getLogger("pocketping.bridges")
+
+
+class BackendForwarder(Bridge):
+    """Sends operator events (replies, edits, deletes, closes) to the SDK's webhook."""
+
+    name = "sdk"
+
+    def __init__(self, backend_url: str, *, api_key: str | None = None) -> None:
+        super().__init__()
+        self.backend_url = backend_url
+        self.api_key = api_key
+
+    def routes(self) -> list[Route]:
+        return []
+
+    async def deliver(self, job: dict[str, Any]) -> None:
+        kind, sid = job["kind"], job["session_id"]
+        if await self.store.bridge_key_get(f"{self.name}:done:{job['key']}") is not None:
+            return
+        message = None
+        if "message_id" in job["payload"]:
+            message = await self.pp.storage.get_message(sid, job["payload"]["message_id"])
+        event: dict[str, Any] | None = None
+        if message is not None and message.sender != "visitor":
+            source = message.metadata.get("bridge")
+            if kind == "operator":
+                event = {
+                    "type": "operator_message",
+                    "sessionId": sid,
+                    "messageId": message.id,
+                    "content": message.content,
+                    "sourceBridge": source,
+                    "operatorName": message.metadata.get("operatorName"),
+                }
+            elif kind == "edit":
+                edited = iso(message.edited_at or message.cursor)
+                event = {"type": "operator_message_edited", "sessionId": sid, "messageId": message.id}
+                event.update(content=message.content, editedAt=edited)
+            elif kind == "delete":
+                deleted = iso(message.deleted_at or message.cursor)
+                event = {"type": "operator_message_deleted", "sessionId": sid, "messageId": message.id}
+                event.update(deletedAt=deleted)
+        elif kind == "close":
+            event = {"type": "session_closed", "sessionId": sid, "sourceBridge": "bridge-server"}
+        if event is not None:
+            body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+            r = await self.request("POST", self.backend_url, content=body, headers=auth_headers(self.api_key, body))
+            if r.status_code >= 300:
+                raise BridgeError(f"backend answered HTTP {r.status_code} to {event['type']}", bridge=self.name)
+        await self.store.bridge_key_set(f"{self.name}:done:{job['key']}", "1")
+
+
+class _UnknownEvent(Exception):
+    pass
+
+
+def build_bridge_server(
+    bridges: Sequence[Bridge],
+    *,
+    backend_url: str | None = None,
+    api_key: str | None = None,
+    storage: Any = None,
+    require_signature: bool = False,
+) -> tuple[Starlette, PocketPing]:
+    """The bridge server's ASGI app and the PocketPing inside it."""
+    if storage is None:
+        from ..storage.sqlite import SQLiteStorage
+
+        storage = SQLiteStorage("pocketping-bridge.db")
+    platform = list(bridges)
+    forwarders: list[Bridge] = [BackendForwarder(backend_url, api_key=api_key)] if backend_url else []
+    pp = PocketPing(storage=storage, bridges=[*platform, *forwarders])
+    hub = pp._bridges
+    assert hub is not None
+
+    async def ensure_session(wire: Any) -> Session:
+        if not isinstance(wire, Mapping) or not (wire.get("id") or wire.get("sessionId")):
+            raise PocketPingError("session is required")
+        incoming = Session.from_mapping(wire)
+        session = await pp.storage.get_session(incoming.id)
+        if session is None:
+            await pp.storage.create_session(incoming)
+            await hub.session_started(incoming)
+            return incoming
+        if (incoming.metadata and incoming.metadata != session.metadata) or (
+            incoming.identity and incoming.identity != session.identity
+        ):
+            session.metadata = {**session.metadata, **incoming.metadata}
+            session.identity = incoming.identity or session.identity
+            await pp.storage.update_session(session)
+        return session
+
+    async def add_message(session: Session, wire: Any, sender: str) -> None:
+        if not isinstance(wire, Mapping) or not wire.get("id"):
+            raise PocketPingError("message is required")
+        if await pp.storage.get_message(session.id, str(wire["id"])) is not None:
+            return  # already have it (the SDK retried)
+        message = Message.from_mapping(wire, session.id)
+        message.session_id, message.sender = session.id, sender
+        if sender != "visitor":
+            message.metadata = {"bridge": "sdk", "operatorName": wire.get("operatorName") or "Operator"}
+        message = await pp.storage.save_message(session.id, message)
+        if sender == "visitor":
+            reopened = session.status == "closed"
+            if reopened:
+                session.status, session.closed_at = "active", None
+                await pp.storage.update_session(session)
+            await hub.visitor_message(session, message, reopened=reopened)
+        else:
+            await hub.operator_message(message)
+
+    async def change(event: Mapping[str, Any], changes: dict[str, Any]) -> None:
+        sid, mid = str(event.get("sessionId") or ""), str(event.get("messageId") or "")
+        current = await pp.storage.get_message(sid, mid) if sid and mid else None
+        if current is None or current.deleted_at is not None:
+            return
+        updated = await pp.storage.update_message(sid, mid, changes)
+        if updated is not None:
+            await hub.message_changed(updated)
+
+    async def apply(event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "new_session":
+            await ensure_session(event.get("session"))
+        elif kind in ("visitor_message", "operator_message"):
+            session = await ensure_session(event.get("session"))
+            await add_message(session, event.get("message"), "visitor" if kind == "visitor_message" else "operator")
+        elif kind in ("visitor_message_edited", "operator_message_edited"):
+            await change(event, {"content": str(event.get("content") or ""), "edited_at": STAMP})
+        elif kind in ("visitor_message_deleted", "operator_message_deleted"):
+            await change(event, {"deleted_at": STAMP})
+        elif kind == "session_closed":
+            closing = await pp.storage.get_session(str(event.get("sessionId") or ""))
+            if closing is not None and closing.status != "closed":
+                closing.status = "closed"
+                await pp.storage.update_session(closing)
+                await hub.session_closed(closing, skip="sdk")
+        elif kind == "identity_update":
+            await ensure_session(event.get("session"))
+        elif kind in ("operator_status", "message_read", "custom_event", "ai_takeover", "csat_submitted", "disconnect"):
+            log.debug("bridge server: %s noted", kind, extra={"session_id": event.get("sessionId"), "bridge": None})
+        else:
+            raise _UnknownEvent(kind)
+
+    def endpoint(shape: str | None) -> Any:
+        async def handle(request: Request) -> Response:
+            body = await request.body()
+            if not check_auth(request.headers, body, api_key, require_signature):
+                return JSONResponse({"error": "Unauthorized"}, status_code=401)
+            try:
+                data = json.loads(body)
+            except ValueError:
+                return JSONResponse({"error": "invalid JSON"}, status_code=400)
+            if not isinstance(data, dict):
+                return JSONResponse({"error": "expected an object"}, status_code=400)
+            if shape == "session":
+                data = {"type": "new_session", "session": data}
+            elif shape == "message":
+                data = {"type": "visitor_message", **data}
+            elif shape is not None:
+                data = {"type": shape, **data}
+            try:
+                await apply(data)
+            except _UnknownEvent:
+                return JSONResponse({"error": "Unknown event type"}, status_code=400)
+            except PocketPingError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400 if exc.status_code >= 500 else exc.status_code)
+            return JSONResponse({"ok": True})
+
+        return handle
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "bridges": [b.name for b in platform]})
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/api/events", endpoint(None), methods=["POST"]),
+        Route("/api/sessions", endpoint("session"), methods=["POST"]),
+        Route("/api/messages", endpoint("message"), methods=["POST"]),
+        Route("/api/operator/status", endpoint("operator_status"), methods=["POST"]),
+        Route("/api/custom-events", endpoint("custom_event"), methods=["POST"]),
+        Route("/api/disconnect", endpoint("disconnect"), methods=["POST"]),
+        *hub.routes(),
+    ]
+    return Starlette(routes=routes, lifespan=pp.lifespan), pp
+
+
+def bridges_from_env(environ: Mapping[str, str] | None = None) -> list[Bridge]:
+    """Every bridge whose ``POCKETPING_<PLATFORM>_BOT_TOKEN`` is set."""
+    from ..bridges import DiscordBridge, SlackBridge, TelegramBridge
+
+    env = os.environ if environ is None else environ
+    found: list[Bridge] = []
+    for prefix, cls in (("TELEGRAM", TelegramBridge), ("SLACK", SlackBridge), ("DISCORD", DiscordBridge)):
+        if env.get(f"POCKETPING_{prefix}_BOT_TOKEN"):
+            found.append(cls.from_env(env))
+    return found

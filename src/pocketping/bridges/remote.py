@@ -1,0 +1,216 @@
+"""``bridge_url`` mode: the SDK forwards events to a bridge server (``pocketping bridge`` or
+another one speaking the same API) and receives operator events back at
+``<mount>/bridge/webhook``.
+
+Outgoing: ``POST {bridge_url}/api/events`` with a typed envelope (``new_session``,
+``visitor_message``, ``visitor_message_edited``, ``visitor_message_deleted``, plus our
+``operator_message`` and ``session_closed``), through the same durable outbox as the in-process
+bridges. Both directions carry ``Authorization: Bearer <api key>`` when a key is set, and a
+timestamped signature ``X-PocketPing-Signature: t=<unix>,v1=<hex HMAC-SHA256(key, "<t>.<body>")>``,
+checked when present (and required with ``require_signature``), within a 5-minute window.
+Incoming operator events are deduplicated by ``messageId``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..errors import BridgeError, PocketPingError
+from ..models import Message, iso
+from .base import Bridge
+
+log = logging.getLogger("pocketping.bridges")
+
+SIGNATURE_HEADER = "X-PocketPing-Signature"
+WINDOW = 300
+
+
+def sign(key: str, body: bytes, at: float | None = None) -> str:
+    t = str(int(time.time() if at is None else at))
+    mac = hmac.new(key.encode(), t.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def check_auth(headers: Mapping[str, str], body: bytes, key: str | None, require_signature: bool = False) -> bool:
+    """Bearer key (when configured) and, when present or required, the timestamped signature."""
+    if key is None:
+        return True
+    if not hmac.compare_digest(headers.get("authorization", "").encode(), f"Bearer {key}".encode()):
+        return False
+    header = headers.get(SIGNATURE_HEADER.lower())
+    if header is None:
+        return not require_signature
+    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+    try:
+        if abs(time.time() - int(parts.get("t", ""))) > WINDOW:
+            return False
+    except ValueError:
+        return False
+    expected = sign(key, body, int(parts["t"]))
+    return hmac.compare_digest(expected.encode(), header.encode())
+
+
+def auth_headers(key: str | None, body: bytes) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "User-Agent": "pocketping-python/0.1"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+        headers[SIGNATURE_HEADER] = sign(key, body)
+    return headers
+
+
+class RemoteBridge(Bridge):
+    """The SDK side of ``bridge_url``: ``PocketPing(bridge_url=..., )`` adds one, reading the
+    shared key from ``POCKETPING_BRIDGE_API_KEY``."""
+
+    name = "remote"
+
+    def __init__(self, bridge_url: str, *, api_key: str | None = None, require_signature: bool = False) -> None:
+        super().__init__()
+        self.bridge_url = bridge_url.rstrip("/")
+        self.api_key = api_key or None
+        self.require_signature = require_signature
+
+    def __repr__(self) -> str:
+        return f"RemoteBridge({self.bridge_url!r})"
+
+    @classmethod
+    def from_env(cls, bridge_url: str, environ: Mapping[str, str] | None = None) -> RemoteBridge:
+        """Key from ``POCKETPING_BRIDGE_API_KEY``; ``POCKETPING_BRIDGE_REQUIRE_SIGNATURE=1`` to require signatures."""
+        import os
+
+        env = os.environ if environ is None else environ
+        return cls(
+            bridge_url,
+            api_key=env.get("POCKETPING_BRIDGE_API_KEY") or None,
+            require_signature=env.get("POCKETPING_BRIDGE_REQUIRE_SIGNATURE", "") in ("1", "true", "yes"),
+        )
+
+    def routes(self) -> list[Route]:
+        return [Route("/bridge/webhook", self.webhook, methods=["POST"])]
+
+    async def send_event(self, event: dict[str, Any]) -> None:
+        body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        r = await self.request(
+            "POST", f"{self.bridge_url}/api/events", content=body, headers=auth_headers(self.api_key, body)
+        )
+        if r.status_code == 400 and event["type"] in ("operator_message", "session_closed"):
+            log.debug("bridge server does not know %s events", event["type"], extra=self._log_extra(None))
+            return
+        if r.status_code >= 300:
+            raise BridgeError(f"{event['type']}: HTTP {r.status_code} {r.text[:200]}", bridge=self.name)
+
+    async def deliver(self, job: dict[str, Any]) -> None:
+        kind, sid = job["kind"], job["session_id"]
+        if await self.store.bridge_key_get(f"{self.name}:done:{job['key']}") is not None:
+            return
+        session = await self.pp.storage.get_session(sid)
+        if session is None:
+            return
+        message: Message | None = None
+        if "message_id" in job["payload"]:
+            message = await self.pp.storage.get_message(sid, job["payload"]["message_id"])
+            if message is None:
+                return
+        event: dict[str, Any] | None = None
+        if kind == "open":
+            event = {"type": "new_session", "session": session.to_wire()}
+        elif kind == "message" and message is not None and message.deleted_at is None:
+            event = {"type": "visitor_message", "message": message.to_wire(), "session": session.to_wire()}
+        elif kind == "operator" and message is not None and message.deleted_at is None:
+            event = {"type": "operator_message", "message": message.to_wire(), "session": session.to_wire()}
+            event["message"]["operatorName"] = message.metadata.get("operatorName")
+        elif kind == "edit" and message is not None:
+            event = {
+                "type": "visitor_message_edited" if message.sender == "visitor" else "operator_message_edited",
+                "sessionId": sid,
+                "messageId": message.id,
+                "content": message.content,
+                "editedAt": iso(message.edited_at or message.cursor),
+            }
+        elif kind == "delete" and message is not None:
+            event = {
+                "type": "visitor_message_deleted" if message.sender == "visitor" else "operator_message_deleted",
+                "sessionId": sid,
+                "messageId": message.id,
+                "deletedAt": iso(message.deleted_at or message.cursor),
+            }
+        elif kind == "close":
+            event = {"type": "session_closed", "sessionId": sid, "session": session.to_wire()}
+        if event is not None:
+            await self.send_event(event)
+        await self.store.bridge_key_set(f"{self.name}:done:{job['key']}", "1")
+
+    # -- operator events from the bridge server ---------------------------------------------
+
+    async def webhook(self, request: Request) -> Response:
+        body = await request.body()
+        if not check_auth(request.headers, body, self.api_key, self.require_signature):
+            log.warning("bridge callback rejected: bad key or signature", extra=self._log_extra(None))
+            return JSONResponse({"error": "Unauthorized"}, status_code=401)
+        try:
+            event = json.loads(body)
+        except ValueError:
+            return JSONResponse({"error": "invalid JSON"}, status_code=400)
+        if not isinstance(event, dict):
+            return JSONResponse({"error": "expected an object"}, status_code=400)
+        try:
+            await self.handle_event(event)
+        except PocketPingError as exc:
+            log.warning("bridge event %s not applied: %s", event.get("type"), exc, extra=self._log_extra(None))
+            return JSONResponse({"error": str(exc)}, status_code=exc.status_code if exc.status_code < 500 else 500)
+        return JSONResponse({"ok": True})
+
+    async def _session_id(self, event: Mapping[str, Any]) -> str | None:
+        sid = event.get("sessionId")
+        if isinstance(sid, str) and sid and await self.pp.storage.get_session(sid) is not None:
+            return sid
+        return None
+
+    async def handle_event(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        sid = await self._session_id(event)
+        message_id = str(event.get("messageId") or "")
+        if kind == "operator_message" and sid is not None:
+            digest = hashlib.sha256(json.dumps(event, sort_keys=True).encode()).hexdigest()[:24]
+            key = message_id or f"event:{digest}"
+            if not await self.first_time(key):
+                return
+            try:
+                message = await self.pp.send_message(
+                    sid,
+                    str(event.get("content") or ""),
+                    type="operator",
+                    metadata={
+                        "bridge": self.name,
+                        "sourceBridge": event.get("sourceBridge"),
+                        "bridgeMessageId": message_id or None,
+                        "operatorName": event.get("operatorName") or "Operator",
+                    },
+                )
+            except Exception:
+                await self.forget_update(key)
+                raise
+            if message_id:
+                await self.store.bridge_key_set(f"{self.name}:in:{message_id}", f"{sid} {message.id}")
+            if not self.pp.operator_online:
+                await self.pp.set_operator_online(True)
+        elif kind == "operator_message_edited" and message_id:
+            await self.operator_edit(message_id, str(event.get("content") or ""))
+        elif kind == "operator_message_deleted" and message_id:
+            await self.operator_delete(message_id)
+        elif kind == "session_closed" and sid is not None:
+            await self.pp.close_session(sid)
+        elif kind == "operator_status" and isinstance(event.get("online"), bool):
+            await self.pp.set_operator_online(event["online"])
+        else:
+            log.debug("bridge event %s ignored", kind, extra=self._log_extra(sid))
