@@ -187,6 +187,14 @@ def test_cors_can_be_restricted(serve: Any) -> None:
         assert http.options("/connect", headers={"Origin": "https://good.example", **pre}).status_code == 200
         bad = http.options("/connect", headers={"Origin": "https://evil.example", **pre})
         assert bad.status_code == 400 and "access-control-allow-origin" not in bad.headers
+        body = {"visitorId": "v", "sessionId": None, "metadata": {}}
+        good = http.post("/connect", json=body, headers={"Origin": "https://good.example"})
+        assert good.headers["access-control-allow-origin"] == "https://good.example"
+        evil = http.post("/connect", json=body, headers={"Origin": "https://evil.example"})
+        assert evil.status_code == 200 and "access-control-allow-origin" not in evil.headers
+        sid = good.json()["sessionId"]
+        msg = http.post("/message", json={"sessionId": sid, "content": "hi"}, headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in msg.headers
 
 
 def test_version_negotiation(serve: Any) -> None:

@@ -65,7 +65,7 @@ class Subscriber:
     def close(self) -> None:
         """Ask the stream to end (it reads ``None``)."""
         self.overflowed = True
-        self.queue._queue.clear()  # type: ignore[attr-defined]
+        self.queue._queue.clear()
         self.queue.put_nowait(None)
 
 

@@ -18,33 +18,24 @@ from .. import __version__
 from ..errors import InvalidInput, PocketPingError
 from ..models import Event, iso, parse_time
 from ..protocol import (
-    ConnectRequest,
     CsatRequest,
     EditMessageRequest,
     IdentifyRequest,
     PreChatRequest,
     ReadRequest,
-    SendMessageRequest,
     SessionOnlyRequest,
     TypingRequest,
 )
 from .console import ConsoleSplit, build_console_app, widget_js
+from .fast import VERSION_HEADERS, FastLane, client_ip, connect_call, message_call
 from .parsing import _BadRequest, error, parse
 from .stream import stream_http, stream_ws
 from .uploads import upload_routes
-from .versions import version_headers
 
 if TYPE_CHECKING:
     from ..core import PocketPing
 
 log = logging.getLogger("pocketping.web")
-
-VERSION_HEADERS = [
-    "X-PocketPing-Version-Status",
-    "X-PocketPing-Min-Version",
-    "X-PocketPing-Latest-Version",
-    "X-PocketPing-Version-Message",
-]
 
 
 def query_session_id(request: Request) -> str:
@@ -55,54 +46,21 @@ def query_session_id(request: Request) -> str:
 
 
 def build_asgi_app(pp: PocketPing) -> ASGIApp:
+    # The same code FastLane runs for these two; kept as routes for the inner app alone.
     async def connect(request: Request) -> Response:
-        req = await parse(request, ConnectRequest)
-        headers, status, message = version_headers(
-            request.headers.get("x-pocketping-version"), pp.min_widget_version, pp.latest_widget_version
+        ip = client_ip(
+            request.headers.get("x-forwarded-for"),
+            request.headers.get("x-real-ip"),
+            request.client.host if request.client else None,
         )
-        if status == "unsupported":
-            return JSONResponse(
-                {"error": "widget_version_unsupported", "detail": message, "minVersion": pp.min_widget_version},
-                status_code=426,
-                headers=headers,
-            )
-        metadata = dict(req.metadata)
-        ip = _client_ip(request)
-        if ip:
-            metadata["ip"] = ip
-        session, _created, messages = await pp._connect(req.visitorId, req.sessionId, metadata, req.identity)
-        body: dict[str, Any] = {
-            "sessionId": session.id,
-            "visitorId": req.visitorId,
-            "operatorOnline": pp.operator_online,
-            "operatorReachable": True,
-            "messages": [m.to_wire() for m in messages],
-        }
-        if pp.welcome_message:
-            body["welcomeMessage"] = pp.welcome_message
-        if session.identity:
-            body["identity"] = session.identity
-        if pp.prechat_form:
-            prechat = {"enabled": True, "required": False, "timing": "before-first-message", "fields": "email-or-phone"}
-            prechat.update(pp.prechat_form)
-            prechat["completed"] = bool(session.data.get("prechat"))
-            body["preChatForm"] = prechat
-        for key, value in (
-            ("operatorName", pp.operator_name),
-            ("operatorAvatar", pp.operator_avatar),
-            ("primaryColor", pp.primary_color),
-        ):
-            if value:
-                body[key] = value
-        return JSONResponse(body, headers=headers)
+        status, body, headers = await connect_call(
+            pp, await request.body(), request.headers.get("x-pocketping-version"), ip
+        )
+        return JSONResponse(body, status_code=status, headers=headers)
 
     async def send_message(request: Request) -> Response:
-        req = await parse(request, SendMessageRequest)
-        message = await pp._visitor_message(req.sessionId, req.content, req.attachmentIds, req.replyTo)
-        body: dict[str, Any] = {"messageId": message.id, "timestamp": iso(message.created_at)}
-        if message.attachments:
-            body["attachments"] = [a.to_wire() for a in message.attachments]
-        return JSONResponse(body)
+        status, body, headers = await message_call(pp, await request.body())
+        return JSONResponse(body, status_code=status, headers=headers)
 
     async def get_messages(request: Request) -> Response:
         sid = query_session_id(request)
@@ -272,7 +230,7 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
         lifespan=pp.lifespan,
     )
     # The console is dispatched outside the CORS middleware: only same-origin pages may read it.
-    return _LazyStart(pp, ConsoleSplit(build_console_app(pp), app))
+    return _LazyStart(pp, FastLane(pp, ConsoleSplit(build_console_app(pp), app), origins))
 
 
 class _LazyStart:
@@ -286,13 +244,3 @@ class _LazyStart:
         if scope["type"] != "lifespan" and not self.pp._started:
             await self.pp.start()
         await self.app(scope, receive, send)
-
-
-def _client_ip(request: Request) -> str | None:
-    forwarded = request.headers.get("x-forwarded-for")
-    if forwarded:
-        return forwarded.split(",")[0].strip()
-    real = request.headers.get("x-real-ip")
-    if real:
-        return real.strip()
-    return request.client.host if request.client else None

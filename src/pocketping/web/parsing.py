@@ -18,23 +18,35 @@ def error(status: int, code: str, detail: Any) -> JSONResponse:
 
 
 async def parse(request: Request, model: type[M]) -> M:
-    body = await request.body()
+    return parse_body(await request.body(), model)
+
+
+def parse_body(body: bytes, model: type[M]) -> M:
+    """Validate a JSON request body; :class:`BadRequest` (400/413) naming what is wrong."""
     if len(body) > MAX_BODY:
-        raise _BadRequest(413, "body_too_large", f"request body over {MAX_BODY} bytes")
+        raise BadRequest(413, "body_too_large", f"request body over {MAX_BODY} bytes")
     if not body.strip():
-        raise _BadRequest(400, "invalid_json", "request body is empty; expected a JSON object")
+        raise BadRequest(400, "invalid_json", "request body is empty; expected a JSON object")
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
         errs = exc.errors(include_url=False, include_input=False, include_context=False)
         if any(e["type"] == "json_invalid" for e in errs):
-            raise _BadRequest(400, "invalid_json", "request body is not valid JSON") from None
+            raise BadRequest(400, "invalid_json", "request body is not valid JSON") from None
         if any(e["type"] == "model_type" and not e["loc"] for e in errs):
-            raise _BadRequest(400, "invalid_json", "request body must be a JSON object") from None
+            raise BadRequest(400, "invalid_json", "request body must be a JSON object") from None
         detail = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in errs]
-        raise _BadRequest(400, "invalid_input", detail) from None
+        raise BadRequest(400, "invalid_input", detail) from None
 
 
-class _BadRequest(Exception):
+class BadRequest(Exception):
     def __init__(self, status: int, code: str, detail: Any) -> None:
-        self.response = error(status, code, detail)
+        super().__init__(code)
+        self.status, self.code, self.detail = status, code, detail
+
+    @property
+    def response(self) -> JSONResponse:
+        return error(self.status, self.code, self.detail)
+
+
+_BadRequest = BadRequest

@@ -1,0 +1,172 @@
+"""The widget's two hottest calls, ``POST /connect`` and ``POST /message``, answered
+straight from ASGI.
+
+Every page view makes a ``/connect`` and every visitor message a ``/message``; going through
+Starlette's router, exception layers, CORS middleware and ``Request`` / ``JSONResponse``
+objects costs more than the work itself. :class:`FastLane` answers exactly these two (same
+logic as their Starlette routes, which stay for anyone running the inner app directly),
+with the same CORS headers and JSON errors, and hands everything else on unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..errors import PocketPingError
+from ..models import iso
+from ..protocol import ConnectRequest, SendMessageRequest
+from .console import route_path
+from .parsing import MAX_BODY, BadRequest, parse_body
+from .versions import version_headers
+
+if TYPE_CHECKING:
+    from ..core import PocketPing
+
+log = logging.getLogger("pocketping.web")
+
+Result = tuple[int, dict[str, Any], dict[str, str]]
+
+VERSION_HEADERS = (
+    "X-PocketPing-Version-Status",
+    "X-PocketPing-Min-Version",
+    "X-PocketPing-Latest-Version",
+    "X-PocketPing-Version-Message",
+)
+_EXPOSE = ", ".join(VERSION_HEADERS).encode()
+
+
+def client_ip(forwarded_for: str | None, real_ip: str | None, peer: str | None) -> str | None:
+    if forwarded_for:
+        return forwarded_for.split(",")[0].strip()
+    if real_ip:
+        return real_ip.strip()
+    return peer
+
+
+async def connect_call(pp: PocketPing, body: bytes, widget_version: str | None, ip: str | None) -> Result:
+    req = parse_body(body, ConnectRequest)
+    headers, status, text = version_headers(widget_version, pp.min_widget_version, pp.latest_widget_version)
+    if status == "unsupported":
+        detail = {"error": "widget_version_unsupported", "detail": text, "minVersion": pp.min_widget_version}
+        return 426, detail, headers
+    metadata = dict(req.metadata)
+    if ip:
+        metadata["ip"] = ip
+    session, _created, messages = await pp._connect(req.visitorId, req.sessionId, metadata, req.identity)
+    out: dict[str, Any] = {
+        "sessionId": session.id,
+        "visitorId": req.visitorId,
+        "operatorOnline": pp.operator_online,
+        "operatorReachable": True,
+        "messages": [m.to_wire() for m in messages],
+    }
+    if pp.welcome_message:
+        out["welcomeMessage"] = pp.welcome_message
+    if session.identity:
+        out["identity"] = session.identity
+    if pp.prechat_form:
+        prechat = {"enabled": True, "required": False, "timing": "before-first-message", "fields": "email-or-phone"}
+        prechat.update(pp.prechat_form)
+        prechat["completed"] = bool(session.data.get("prechat"))
+        out["preChatForm"] = prechat
+    for key, value in (
+        ("operatorName", pp.operator_name),
+        ("operatorAvatar", pp.operator_avatar),
+        ("primaryColor", pp.primary_color),
+    ):
+        if value:
+            out[key] = value
+    return 200, out, headers
+
+
+async def message_call(pp: PocketPing, body: bytes) -> Result:
+    req = parse_body(body, SendMessageRequest)
+    message = await pp._visitor_message(req.sessionId, req.content, req.attachmentIds, req.replyTo)
+    out: dict[str, Any] = {"messageId": message.id, "timestamp": iso(message.created_at)}
+    if message.attachments:
+        out["attachments"] = [a.to_wire() for a in message.attachments]
+    return 200, out, {}
+
+
+class FastLane:
+    def __init__(self, pp: PocketPing, app: ASGIApp, allowed_origins: Sequence[str] | str) -> None:
+        self.pp = pp
+        self.app = app
+        self.any_origin = allowed_origins == "*"
+        self.origins = frozenset([allowed_origins] if isinstance(allowed_origins, str) else allowed_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = route_path(scope)
+            if path == "/connect" or path == "/message":
+                await self._answer(path, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _answer(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+        origin = version = forwarded = real_ip = None
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                origin = value.decode("latin-1")
+            elif name == b"x-pocketping-version":
+                version = value.decode("latin-1")
+            elif name == b"x-forwarded-for":
+                forwarded = value.decode("latin-1")
+            elif name == b"x-real-ip":
+                real_ip = value.decode("latin-1")
+        try:
+            body = await _read_body(receive)
+            if path == "/connect":
+                peer = scope.get("client")
+                ip = client_ip(forwarded, real_ip, peer[0] if peer else None)
+                status, payload, extra = await connect_call(self.pp, body, version, ip)
+            else:
+                status, payload, extra = await message_call(self.pp, body)
+        except BadRequest as exc:
+            status, payload, extra = exc.status, {"error": exc.code, "detail": exc.detail}, {}
+        except PocketPingError as exc:
+            if exc.status_code >= 500:
+                log.error("request failed: %s", exc, exc_info=exc)
+            status, payload, extra = exc.status_code, {"error": exc.code, "detail": str(exc)}, {}
+        except Exception:
+            log.exception("unexpected error on POST %s", path)
+            status, payload, extra = (
+                500,
+                {"error": "internal_error", "detail": "the server failed to handle this request"},
+                {},
+            )
+        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+        for key, value in extra.items():
+            headers.append((key.lower().encode("latin-1"), value.encode("latin-1")))
+        if origin is not None and (self.any_origin or origin in self.origins):
+            headers += [
+                (b"access-control-allow-origin", origin.encode("latin-1")),
+                (b"access-control-allow-credentials", b"true"),
+                (b"access-control-expose-headers", _EXPOSE),
+                (b"vary", b"Origin"),
+            ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body"):
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BadRequest(413, "body_too_large", f"request body over {MAX_BODY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
