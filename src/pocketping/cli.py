@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", default="pocketping-demo.db", help="SQLite file (default: %(default)s)")
     p.add_argument("--token", default=None, help="console token (default: a new random one)")
     p.set_defaults(func=demo)
+    from .bridge_server.cli import add_parser as add_bridge_parser
+
+    add_bridge_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return int(args.func(args))
