@@ -123,3 +123,59 @@ def test_both_directions_reject_bad_keys_and_signatures(setup: dict[str, Any]) -
         assert [m.content for m in stored(pp, v.session_id, "operator")] == ["forged"]  # deduplicated by messageId
     finally:
         v.close()
+
+
+def test_pocketping_bridge_command_serves_and_stops(tmp_path: Any) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    tg = FakeTelegram().start()
+    port = free_port()
+    env = {
+        **os.environ,
+        "POCKETPING_TELEGRAM_BOT_TOKEN": tg.token,
+        "POCKETPING_TELEGRAM_CHAT_ID": str(CHAT_ID),
+        "POCKETPING_TELEGRAM_WEBHOOK_SECRET": SECRET,
+        "POCKETPING_TELEGRAM_API_BASE": tg.url,
+        "POCKETPING_BRIDGE_API_KEY": KEY,
+    }
+    cmd = [sys.executable, "-m", "pocketping.cli", "bridge", "--port", str(port), "--db", str(tmp_path / "b.db")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert f"http://127.0.0.1:{port}" in proc.stdout.readline()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+                time.sleep(0.05)
+        assert r.json() == {"status": "ok", "bridges": ["telegram"]}
+        event = {
+            "type": "new_session",
+            "session": {"id": "sess_cli", "visitorId": "v1", "metadata": {"url": "https://x.example/"}},
+        }
+        body = json.dumps(event).encode()
+        assert (
+            httpx.post(
+                f"http://127.0.0.1:{port}/api/events", content=body, headers=auth_headers(KEY, body), timeout=10
+            ).status_code
+            == 200
+        )
+        tg.wait_for(lambda: [t for t in texts(tg) if "https://x.example/" in t])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=5)  # reap it and close its pipes
+        tg.stop()
+    empty = {k: v for k, v in os.environ.items() if not k.startswith("POCKETPING_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "pocketping.cli", "bridge"], env=empty, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2 and "no bridge configured" in done.stderr

@@ -1,0 +1,69 @@
+"""``pocketping bridge [--host H] [--port 3001] [--db pocketping-bridge.db]``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "bridge",
+        help="run the bridge server (bridges from POCKETPING_TELEGRAM_* / _SLACK_* / _DISCORD_* variables)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=3001)
+    p.add_argument("--db", default="pocketping-bridge.db", help="SQLite file for the outbox and thread map")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..errors import BridgeError
+    from ..storage.sqlite import SQLiteStorage
+    from .app import bridges_from_env, build_bridge_server
+
+    try:
+        bridges = bridges_from_env()
+    except BridgeError as exc:
+        print(f"pocketping bridge: {exc}", file=sys.stderr)
+        return 2
+    if not bridges:
+        print(
+            "pocketping bridge: no bridge configured; set POCKETPING_TELEGRAM_BOT_TOKEN, "
+            "POCKETPING_SLACK_BOT_TOKEN or POCKETPING_DISCORD_BOT_TOKEN (and their CHAT_ID/CHANNEL_ID)",
+            file=sys.stderr,
+        )
+        return 2
+    backend = os.environ.get("POCKETPING_BACKEND_WEBHOOK_URL") or os.environ.get("BACKEND_WEBHOOK_URL")
+    api_key = os.environ.get("POCKETPING_BRIDGE_API_KEY") or os.environ.get("API_KEY") or None
+    app, _pp = build_bridge_server(
+        bridges,
+        backend_url=backend,
+        api_key=api_key,
+        storage=SQLiteStorage(args.db),
+        require_signature=os.environ.get("POCKETPING_BRIDGE_REQUIRE_SIGNATURE", "") in ("1", "true", "yes"),
+    )
+    names = ", ".join(b.name for b in bridges)
+    print(f"PocketPing bridge server on http://{args.host}:{args.port} (bridges: {names})", flush=True)
+    if backend is None:
+        print("warning: POCKETPING_BACKEND_WEBHOOK_URL is not set; operator replies stay here", flush=True)
+    # uvicorn re-raises the signal it caught once it has shut down; make that a no-op so Ctrl-C
+    # and SIGTERM end the server with exit code 0.
+    previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGINT, signal.SIGTERM)}
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
+    )
+    try:
+        server.run()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if not server.started:
+        print(f"pocketping bridge: could not listen on {args.host}:{args.port}", file=sys.stderr)
+        return 1
+    return 0
