@@ -143,6 +143,7 @@ class PocketPing:
         self.loop: asyncio.AbstractEventLoop | None = None
         if broker is not None:
             broker.on_frame = self.hub.deliver
+            self.hub.track_seen = True
             broker.on_gap = self._resync
 
     def __repr__(self) -> str:

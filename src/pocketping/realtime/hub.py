@@ -33,19 +33,22 @@ SEEN = 512
 
 
 class Subscriber:
-    __slots__ = ("channel", "queue", "loop", "overflowed", "seen")
+    __slots__ = ("channel", "queue", "loop", "overflowed", "seen", "wake")
 
-    def __init__(self, channel: str, maxsize: int) -> None:
+    def __init__(self, channel: str, maxsize: int, *, track_seen: bool = False) -> None:
         self.channel = channel
         self.queue: Mailbox[Frame | None] = Mailbox(maxsize)
         self.loop = asyncio.get_running_loop()
         self.overflowed = False
-        self.seen: dict[str, None] = {}
+        # Only a process with a broker can be handed a frame twice (a resync after a gap).
+        self.seen: dict[str, None] | None = {} if track_seen else None
+        #: Called after each frame is queued (a WebSocket starts its sender on demand).
+        self.wake: Callable[[], None] | None = None
 
     def note(self, event_id: str | None) -> bool:
         """Remember that the stream carries ``event_id`` (a change stamp, unique within a
         session); False if it already did. The all-sessions channel mixes sessions: no check."""
-        if event_id is None or self.channel == ALL:
+        if event_id is None or self.seen is None or self.channel == ALL:
             return True
         if event_id in self.seen:
             return False
@@ -61,21 +64,27 @@ class Subscriber:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
             self.overflowed = True
+        if self.wake is not None:
+            self.wake()
 
     def close(self) -> None:
         """Ask the stream to end (it reads ``None``)."""
         self.overflowed = True
         self.queue._queue.clear()
         self.queue.put_nowait(None)
+        if self.wake is not None:
+            self.wake()
 
 
 class Hub:
     def __init__(self, *, maxsize: int = 1000) -> None:
         self.maxsize = maxsize
+        #: Set when a broker may hand the same frame over twice: streams then drop repeats.
+        self.track_seen = False
         self._channels: dict[str, set[Subscriber]] = {}
 
     def subscribe(self, channel: str) -> Subscriber:
-        sub = Subscriber(channel, self.maxsize)
+        sub = Subscriber(channel, self.maxsize, track_seen=self.track_seen)
         self._channels.setdefault(channel, set()).add(sub)
         return sub
 

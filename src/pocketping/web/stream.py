@@ -117,39 +117,73 @@ def stream_ws(pp: PocketPing) -> Callable[[WebSocket], Awaitable[None]]:
             return
         await ws.accept()
         sub = pp.hub.subscribe(sid)
-        writer = asyncio.get_running_loop().create_task(_ws_writer(pp, ws, sub, after))
+        sender = _WSSender(ws, sub)
         try:
+            await sender.replay(pp, after)
             while True:
                 text = await ws.receive_text()
                 await _on_widget_frame(pp, sid, text)
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
-            writer.cancel()
             pp.hub.unsubscribe(sub)
+            sender.stop()
 
     return ws_endpoint
 
 
-async def _ws_writer(pp: PocketPing, ws: WebSocket, sub: Subscriber, after: datetime | None) -> None:
-    try:
-        since = after or datetime.now(UTC) - REPLAY_WINDOW
-        missed = await pp.storage.get_messages(sub.channel, after=since, limit=None if after else REPLAY_LIMIT)
-        for m in missed:
-            text, eid = _frame(m)
-            sub.note(eid)  # a later broker resync skips it
-            await ws.send_text(text)
-        queue = sub.queue
-        while True:
-            item = await queue.get()
-            if item is None or sub.overflowed:
-                await ws.close(code=1013 if sub.overflowed else 1001)
-                return
-            await ws.send_text(item[0])
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # the socket went away while writing
-        log.debug("websocket writer for %s ended: %s", sub.channel, exc)
+class _WSSender:
+    """Sends a WebSocket's queued frames from a task that exists only while there is
+    something to send: an idle stream costs no task, and frames still go out in order."""
+
+    __slots__ = ("ws", "sub", "task", "replaying")
+
+    def __init__(self, ws: WebSocket, sub: Subscriber) -> None:
+        self.ws, self.sub = ws, sub
+        self.task: asyncio.Task[None] | None = None
+        self.replaying = True
+        sub.wake = self.wake
+
+    def wake(self) -> None:
+        if self.task is None and not self.replaying:
+            self.task = asyncio.get_running_loop().create_task(self._drain())
+
+    def stop(self) -> None:
+        self.sub.wake = None
+        if self.task is not None:
+            self.task.cancel()
+
+    async def replay(self, pp: PocketPing, after: datetime | None) -> None:
+        """What the client may have missed: since ``after``, or the last two minutes."""
+        try:
+            since = after or datetime.now(UTC) - REPLAY_WINDOW
+            missed = await pp.storage.get_messages(self.sub.channel, after=since, limit=None if after else REPLAY_LIMIT)
+            for m in missed:
+                text, eid = _frame(m)
+                self.sub.note(eid)  # a later broker resync skips it
+                await self.ws.send_text(text)
+        except Exception as exc:  # the socket went away: the receive loop will see it
+            log.debug("websocket replay for %s ended: %s", self.sub.channel, exc)
+        finally:
+            self.replaying = False
+        if not self.sub.queue.empty():
+            self.wake()
+
+    async def _drain(self) -> None:
+        queue, sub, ws = self.sub.queue, self.sub, self.ws
+        try:
+            while not queue.empty():
+                item = queue.get_nowait()
+                if item is None or sub.overflowed:
+                    await ws.close(code=1013 if sub.overflowed else 1001)
+                    return
+                await ws.send_text(item[0])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the socket went away while writing
+            log.debug("websocket sender for %s ended: %s", sub.channel, exc)
+        finally:
+            self.task = None
 
 
 async def _on_widget_frame(pp: PocketPing, session_id: str, text: str) -> None:
