@@ -70,7 +70,7 @@ class Subscriber:
     def close(self) -> None:
         """Ask the stream to end (it reads ``None``)."""
         self.overflowed = True
-        self.queue._queue.clear()
+        self.queue.clear()
         self.queue.put_nowait(None)
         if self.wake is not None:
             self.wake()

@@ -11,12 +11,16 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
+#: Shared by every mailbox that never received anything (an idle stream): a deque costs
+#: about 600 bytes even when empty. Never appended to.
+_EMPTY: deque[object] = deque(maxlen=0)
+
 
 class Mailbox(Generic[T]):
     __slots__ = ("_queue", "_maxsize", "_waiter")
 
     def __init__(self, maxsize: int = 0) -> None:
-        self._queue: deque[T] = deque()
+        self._queue: deque[T] = _EMPTY  # type: ignore[assignment]  # a real deque on first put
         self._maxsize = maxsize
         self._waiter: asyncio.Future[None] | None = None
 
@@ -30,10 +34,15 @@ class Mailbox(Generic[T]):
         """Append ``item``; :class:`asyncio.QueueFull` when ``maxsize`` items wait already."""
         if 0 < self._maxsize <= len(self._queue):
             raise asyncio.QueueFull
+        if self._queue is _EMPTY:
+            self._queue = deque()
         self._queue.append(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._queue = _EMPTY  # type: ignore[assignment]
 
     def get_nowait(self) -> T:
         if not self._queue:

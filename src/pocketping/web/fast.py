@@ -16,12 +16,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketState
 
 from ..errors import PocketPingError
 from ..models import iso
 from ..protocol import ConnectRequest, SendMessageRequest
 from .console import route_path
 from .parsing import MAX_BODY, BadRequest, parse_body
+from .stream import stream_ws
 from .versions import version_headers
 
 if TYPE_CHECKING:
@@ -97,6 +99,9 @@ class FastLane:
     def __init__(self, pp: PocketPing, app: ASGIApp, allowed_origins: Sequence[str] | str) -> None:
         self.pp = pp
         self.app = app
+        # WebSocket /stream goes straight to its endpoint too: a stream lives for hours, and
+        # every layer it passes through keeps a frame alive for that long.
+        self.ws_endpoint = stream_ws(pp)
         self.any_origin = allowed_origins == "*"
         self.origins = frozenset([allowed_origins] if isinstance(allowed_origins, str) else allowed_origins)
 
@@ -106,7 +111,19 @@ class FastLane:
             if path == "/connect" or path == "/message":
                 await self._answer(path, scope, receive, send)
                 return
+        elif scope["type"] == "websocket" and route_path(scope) == "/stream":
+            await self._stream(scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ws = WebSocket(scope, receive, send)
+        try:
+            await self.ws_endpoint(ws)
+        except Exception:
+            log.exception("websocket stream failed")
+            if ws.application_state != WebSocketState.DISCONNECTED:
+                await ws.close(code=1011)
 
     async def _answer(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
         origin = version = forwarded = real_ip = None
