@@ -142,6 +142,7 @@ def test_webhook_signature_rejected_and_nothing_stored(tg: FakeTelegram, serve: 
 
 def test_webhook_disabled_without_secret(tg: FakeTelegram, serve: Callable[[PocketPing], str]) -> None:
     pp = make_pp(tg, webhook_secret=None)
+    pp.bridges[0].poll_timeout = 0.5  # type: ignore[attr-defined]  (polling mode; keep shutdown quick)
     base = serve(pp)
     assert hook(base, tg.operator_update(1000, "x"), secret="anything").status_code == 403
 
