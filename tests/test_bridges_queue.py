@@ -1,4 +1,5 @@
-"""The bridges' durable outbox and key-value map, on every built-in storage that has them."""
+"""The bridges' durable outbox and key-value map, on every built-in storage (memory, SQLite and a
+real PostgreSQL cluster)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,25 @@ from pathlib import Path
 
 import pytest
 
-from pocketping import MemoryStorage, SQLiteStorage
+from pocketping import MemoryStorage, PostgresStorage, SQLiteStorage
 from pocketping.storage.base import BaseStorage
+
+from . import services
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+def _make(kind: str, tmp_path: Path) -> BaseStorage:
+    if kind == "memory":
+        return MemoryStorage()
+    if kind == "sqlite":
+        return SQLiteStorage(tmp_path / "q.db")
+    return PostgresStorage(services.fresh_database())  # a new database in a real cluster
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BaseStorage]:
-    s: BaseStorage = MemoryStorage() if request.param == "memory" else SQLiteStorage(tmp_path / "q.db")
+    s = _make(request.param, tmp_path)
     await s.open()
     yield s
     await s.close()
@@ -66,13 +77,14 @@ async def test_bridge_keys(storage: BaseStorage) -> None:
     assert await storage.bridge_key_get("telegram:thread:s1") is None
 
 
-async def test_sqlite_outbox_survives_reopen(tmp_path: Path) -> None:
-    s = SQLiteStorage(tmp_path / "q.db")
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_outbox_survives_reopen(kind: str, tmp_path: Path) -> None:
+    s = _make(kind, tmp_path)
     await s.open()
     item = await s.outbox_add("slack", "s1", "message", "msg:1", {"message_id": "m1"})
     await s.bridge_key_set("slack:thread:s1", "1700000000.000100")
     await s.close()
-    s2 = SQLiteStorage(tmp_path / "q.db")
+    s2 = PostgresStorage(s.dsn) if isinstance(s, PostgresStorage) else _make(kind, tmp_path)  # same db / file
     await s2.open()
     try:
         rows = await s2.outbox_claim(now_ms=10, lease_ms=1000, limit=5)

@@ -7,10 +7,18 @@ Change stamps come from a per-session counter (``sessions.stamp_ms``) moved with
 ``UPDATE ... RETURNING``: the row lock it takes is held until commit, so two writers of the same
 session, in any process or on any host, get distinct stamps in commit order, and a stamp never
 goes below the writer's clock.
+
+The bridges' outbox (``pocketping_bridge_outbox``) and key-value map (``pocketping_bridge_keys``)
+live here too, so bridge deliveries survive restarts. Any number of processes may run bridge
+workers on one database: ``outbox_add`` takes a per-line advisory lock so a line's calls become
+visible in id order, and ``outbox_claim`` locks the line heads it takes with
+``FOR UPDATE SKIP LOCKED``, so a head is claimed by one worker at a time (or re-taken once its
+lease ran out), as with SQLite.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -68,7 +76,39 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX IF NOT EXISTS pocketping_messages_by_change
         ON pocketping_messages (session_id, updated_ms);
     """,
+    # 1: the bridges' durable outbox and key-value map (session <-> thread, message ids, seen updates)
+    """
+    CREATE TABLE IF NOT EXISTS pocketping_bridge_outbox (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        bridge TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        due_ms BIGINT NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'pending',
+        claimed_ms BIGINT NOT NULL DEFAULT 0,
+        error TEXT
+    );
+    CREATE INDEX IF NOT EXISTS pocketping_bridge_outbox_by_line
+        ON pocketping_bridge_outbox (bridge, session_id, id) WHERE state <> 'dead';
+    CREATE TABLE IF NOT EXISTS pocketping_bridge_keys (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 ]
+
+#: First key of the two-key advisory locks that serialise ``outbox_add`` per (bridge, session)
+#: line; the second key is a hash of the line. (Two-key locks never collide with one-key ones.)
+OUTBOX_LOCK_SPACE = 0x70636B74  # "pckt"
+
+# Not dead and no earlier row of its line that is not dead: the head of a (bridge, session) line.
+_LINE_HEAD = (
+    "o.state <> 'dead' AND NOT EXISTS (SELECT 1 FROM pocketping_bridge_outbox i WHERE i.bridge = o.bridge "
+    "AND i.session_id = o.session_id AND i.state <> 'dead' AND i.id < o.id)"
+)
 
 _MESSAGE_COLUMNS = (
     "id, session_id, created_ms, updated_ms, sender, content, status, delivered_ms, read_ms, "
@@ -150,7 +190,7 @@ def _message_values(m: Message) -> tuple[Any, ...]:
 
 
 class PostgresStorage(BaseStorage):
-    """Sessions and messages in PostgreSQL (tables ``pocketping_*``).
+    """Sessions, messages and the bridges' outbox in PostgreSQL (tables ``pocketping_*``).
 
     ``dsn`` is a libpq connection string or URL (``postgresql://user:pw@host/db``);
     ``min_size`` / ``max_size`` bound the connection pool of each process.
@@ -224,11 +264,11 @@ class PostgresStorage(BaseStorage):
             elif version != len(MIGRATIONS):
                 await conn.execute("UPDATE pocketping_schema SET version = %s", (len(MIGRATIONS),))
 
-    async def _fetchone(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    async def _fetchone(self, sql: str, params: tuple[Any, ...] | Mapping[str, Any]) -> tuple[Any, ...] | None:
         async with self.pool.connection() as conn:
             return await (await conn.execute(sql, params)).fetchone()
 
-    async def _fetchall(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    async def _fetchall(self, sql: str, params: tuple[Any, ...] | Mapping[str, Any]) -> list[tuple[Any, ...]]:
         async with self.pool.connection() as conn:
             return await (await conn.execute(sql, params)).fetchall()
 
@@ -367,3 +407,86 @@ class PostgresStorage(BaseStorage):
                 (stamp, *_message_values(message), message.id),
             )
         return message
+
+    # -- bridges: outbox and key-value map ---------------------------------------------------
+
+    async def outbox_add(self, bridge: str, session_id: str, kind: str, key: str, payload: dict[str, Any]) -> int:
+        async with self.pool.connection() as conn:
+            # One writer per line at a time, until commit: ids of a line are then visible in id
+            # order, so a claimer never runs a later call while an earlier one is uncommitted.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (OUTBOX_LOCK_SPACE, f"{bridge}\x1f{session_id}")
+            )
+            cur = await conn.execute(
+                "INSERT INTO pocketping_bridge_outbox (bridge, session_id, kind, key, payload) "
+                "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                (bridge, session_id, kind, key, json.dumps(payload)),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def outbox_claim(self, *, now_ms: int, lease_ms: int, limit: int) -> list[dict[str, Any]]:
+        if limit <= 0:
+            return []
+        # SKIP LOCKED: heads another process is claiming (or finishing) right now are left to
+        # it; a head whose claim committed meanwhile is re-checked and no longer matches.
+        rows = await self._fetchall(
+            "WITH picked AS ("
+            f"  SELECT o.id, o.state FROM pocketping_bridge_outbox o WHERE {_LINE_HEAD} "
+            "   AND ((o.state = 'pending' AND o.due_ms <= %(now)s) "
+            "     OR (o.state = 'inflight' AND o.claimed_ms + %(lease)s <= %(now)s)) "
+            "  ORDER BY o.id LIMIT %(limit)s FOR UPDATE OF o SKIP LOCKED) "
+            "UPDATE pocketping_bridge_outbox u SET state = 'inflight', claimed_ms = %(now)s FROM picked "
+            "WHERE u.id = picked.id "
+            "RETURNING u.id, u.bridge, u.session_id, u.kind, u.key, u.payload, u.attempts, picked.state",
+            {"now": now_ms, "lease": lease_ms, "limit": limit},
+        )
+        return [
+            {
+                "id": int(r[0]),
+                "bridge": r[1],
+                "session_id": r[2],
+                "kind": r[3],
+                "key": r[4],
+                "payload": json.loads(r[5]),
+                "attempts": r[6],
+                "reclaimed": r[7] == "inflight",
+            }
+            for r in sorted(rows, key=lambda r: r[0])
+        ]
+
+    async def outbox_done(self, item_id: int) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute("DELETE FROM pocketping_bridge_outbox WHERE id = %s", (item_id,))
+
+    async def outbox_retry(self, item_id: int, *, due_ms: int, error: str, dead: bool = False) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE pocketping_bridge_outbox SET attempts = attempts + 1, due_ms = %s, error = %s, state = %s "
+                "WHERE id = %s",
+                (due_ms, error[:1000].replace("\x00", "\ufffd"), "dead" if dead else "pending", item_id),
+            )
+
+    async def outbox_next_due(self) -> int | None:
+        row = await self._fetchone(
+            f"SELECT min(o.due_ms) FROM pocketping_bridge_outbox o WHERE o.state = 'pending' AND {_LINE_HEAD}", ()
+        )
+        return None if row is None or row[0] is None else int(row[0])
+
+    async def bridge_key_get(self, key: str) -> str | None:
+        row = await self._fetchone("SELECT value FROM pocketping_bridge_keys WHERE key = %s", (key,))
+        return row[0] if row else None
+
+    async def bridge_key_set(self, key: str, value: str, *, only_new: bool = False) -> bool:
+        conflict = "DO NOTHING" if only_new else "DO UPDATE SET value = EXCLUDED.value"
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"INSERT INTO pocketping_bridge_keys (key, value) VALUES (%s, %s) ON CONFLICT (key) {conflict}",
+                (key, value),
+            )
+            return cur.rowcount > 0
+
+    async def bridge_key_delete(self, key: str) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute("DELETE FROM pocketping_bridge_keys WHERE key = %s", (key,))
