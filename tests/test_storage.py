@@ -4,6 +4,7 @@ storages (plain sync methods returning dict rows, and an async one), through Poc
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -298,3 +299,23 @@ async def test_sqlite_two_writers_on_one_file_keep_stamps_unique(tmp_path: Path)
         assert len(got) == 60
         assert len({m.cursor for m in got}) == 60
         assert [m.created_at for m in got] == sorted(m.created_at for m in got)
+
+
+async def test_sqlite_a_failing_write_spoils_only_itself(tmp_path: Path) -> None:
+    """Writes that arrive together share a transaction; one that fails is undone alone."""
+    storage = SQLiteStorage(tmp_path / "batch.db")
+    pp = PocketPing(storage=storage)
+    async with pp.lifespan():
+        session, _, _ = await pp._connect("v", None, {}, None)
+        duplicate = dataclasses.replace(session)
+        results = await asyncio.gather(
+            *(pp.send_message(session.id, content=f"m{i}") for i in range(20)),
+            storage.create_session(duplicate),
+            *(pp.send_message(session.id, content=f"n{i}") for i in range(20)),
+            return_exceptions=True,
+        )
+        assert isinstance(results[20], sqlite3.IntegrityError)
+        assert all(isinstance(r, Message) for r in results[:20] + results[21:])
+    with sqlite3.connect(tmp_path / "batch.db") as conn:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 40
+        assert conn.execute("SELECT count(*) FROM sessions").fetchone()[0] == 1

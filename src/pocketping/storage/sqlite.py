@@ -1,16 +1,19 @@
 """SQLite storage: the embedded default. One file, WAL mode, schema created and migrated on
-first use. Every call runs on one dedicated thread that owns the connection, so the event loop
-never blocks on disk and no two calls race on the connection. Several processes may share the
-file: writes take SQLite's write lock (``BEGIN IMMEDIATE``) so stamps stay unique per session.
+first use. Writes run on one writer thread, several writes that arrive together sharing one
+transaction and one fsync (see ``_apply``); reads run at once on a read connection of the
+calling thread. Several processes may share the file: writes take SQLite's write lock
+(``BEGIN IMMEDIATE``) so stamps stay unique per session.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -141,6 +144,53 @@ def _session_params(s: Session) -> tuple[Any, ...]:
     )
 
 
+#: At most this many writes share one transaction.
+BATCH = 128
+
+_Write = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+
+
+def _apply(conn: sqlite3.Connection, batch: list[_Write]) -> list[tuple[bool, Any]]:
+    """Run a batch of writes in one transaction; each write's outcome, in order."""
+    results: list[tuple[bool, Any]] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for op, _, _ in batch:
+            conn.execute("SAVEPOINT op")
+            try:
+                results.append((True, op(conn)))
+            except Exception as exc:
+                conn.execute("ROLLBACK TO op")
+                results.append((False, exc))
+            conn.execute("RELEASE op")
+        conn.execute("COMMIT")
+    except Exception as exc:  # BEGIN or COMMIT failed: nothing of the batch is stored
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        return [(False, exc)] * len(batch)
+    return results
+
+
+def _answer(batch: list[_Write], results: list[tuple[bool, Any]]) -> None:
+    """Hand each write's outcome to its caller's event loop: one wake-up per loop."""
+    per_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], tuple[bool, Any]]]] = {}
+    for (_, future, loop), result in zip(batch, results, strict=True):
+        per_loop.setdefault(loop, []).append((future, result))
+    for loop, items in per_loop.items():
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(_settle, items)
+
+
+def _settle(items: list[tuple[asyncio.Future[Any], tuple[bool, Any]]]) -> None:
+    for future, (ok, value) in items:
+        if future.cancelled():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
 class SQLiteStorage(BaseStorage):
     """Sessions and messages in a SQLite file (default ``pocketping.db``).
 
@@ -153,32 +203,94 @@ class SQLiteStorage(BaseStorage):
             raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
         self.path = str(path)
         self.synchronous = synchronous.upper()
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._writes: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        # An in-memory database exists once per connection: everything goes through the writer.
+        self._inline_reads = self.path != ":memory:"
 
     def __repr__(self) -> str:
         return f"SQLiteStorage({self.path!r})"
 
     # -- plumbing ---------------------------------------------------------------------------
+    #
+    # Writes go to one writer thread that owns the write connection. It takes every write
+    # waiting at that moment into one transaction (each in its own savepoint, so one failing
+    # write undoes only itself) and commits once: concurrent writes share one fsync, and each
+    # caller is answered only after the commit that holds its write. Reads run right away on
+    # the calling thread, on a read connection of that thread's own: in WAL mode a read never
+    # waits for the writer and always sees every committed write.
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
-            await self.open()
-        assert self._executor is not None
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
 
     def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
+        """This thread's connection: the write connection on the writer thread, else a reader."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = ON")
+            self._local.conn = conn
+            with self._lock:
+                self._readers.append(conn)
+        return conn
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._writer is None:
+            await self.open()
+        if fn == self._write:
+            op: Callable[[sqlite3.Connection], T] = args[0]
+            return await self._submit(op)
+        if self._inline_reads:
+            return fn(*args)
+        return await self._submit(lambda conn: fn(*args))
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:  # marker for _run
+        raise RuntimeError("SQLiteStorage._write is only a marker for _run")
+
+    async def _submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._writes.put((op, future, loop))
+        return await future
+
+    def _writer_main(self, ready: concurrent.futures.Future[None]) -> None:
+        try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 10000")
+            conn = self._connect()
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            conn.execute("PRAGMA foreign_keys = ON")
             self._migrate(conn)
-            self._conn = conn
-        return self._conn
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
+        self._local.conn = conn
+        ready.set_result(None)
+        try:
+            running = True
+            while running:
+                first = self._writes.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < BATCH:
+                    try:
+                        item = self._writes.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        running = False
+                        break
+                    batch.append(item)
+                _answer(batch, _apply(conn, batch))
+        finally:
+            conn.close()
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
@@ -205,34 +317,32 @@ class SQLiteStorage(BaseStorage):
             conn.execute("ROLLBACK")
             raise
 
-    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._db()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
-
     async def open(self) -> None:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="pocketping-sqlite")
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._db)
+        with self._lock:
+            if self._writer is not None:
+                return
+            ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+            self._writer = threading.Thread(
+                target=self._writer_main, args=(ready,), name="pocketping-sqlite", daemon=True
+            )
+            self._writer.start()
+        try:
+            await asyncio.wrap_future(ready)
+        except BaseException:
+            self._writer = None
+            raise
 
     async def close(self) -> None:
-        if self._executor is None:
+        with self._lock:
+            writer, self._writer = self._writer, None
+            readers, self._readers = self._readers, []
+        if writer is None:
             return
-        executor, self._executor = self._executor, None
-
-        def shut() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        await asyncio.get_running_loop().run_in_executor(executor, shut)
-        executor.shutdown(wait=True)
+        self._writes.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, writer.join)
+        for conn in readers:
+            conn.close()
+        self._local = threading.local()
 
     # -- sessions ---------------------------------------------------------------------------
 
