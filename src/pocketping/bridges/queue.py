@@ -76,7 +76,7 @@ class BridgeHub:
 
                 log.warning(
                     "%s has no outbox_*/bridge_key_* methods: bridge deliveries and thread mappings are kept "
-                    "in memory and lost on restart; use SQLiteStorage or MemoryStorage semantics",
+                    "in memory and lost on restart; use SQLiteStorage or PostgresStorage for durable delivery",
                     type(self.pp.storage).__name__,
                     extra={"session_id": None, "bridge": None},
                 )
