@@ -7,6 +7,7 @@ no call to our server failed."""
 from __future__ import annotations
 
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Mount, Route
+
+from pocketping.files import LocalFileStore
 
 from ..conftest import LiveServer
 from .conftest import OFFICIAL_PAGE, TOKEN, Site, make_pp
@@ -55,6 +58,8 @@ class OfficialSite(Site):
 
     def __init__(self, official: Path) -> None:
         self.pp = make_pp()
+        self.uploads = tempfile.TemporaryDirectory(prefix="pocketping-uploads-")
+        self.pp.files = LocalFileStore(self.uploads.name)
         self.official = official
         self.calls: list[tuple[str, str, int]] = []  # (method, path, status) as the server answered
         inner = self.pp.asgi_app
@@ -99,6 +104,12 @@ class OfficialSite(Site):
         self.server = LiveServer(app).start()
         self.url = self.server.url
         self.console_url = f"{self.url}/pocketping/console?token={TOKEN}"
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            self.uploads.cleanup()
 
 
 @pytest.fixture
