@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -193,7 +194,9 @@ def test_cors_can_be_restricted(serve: Any) -> None:
         evil = http.post("/connect", json=body, headers={"Origin": "https://evil.example"})
         assert evil.status_code == 200 and "access-control-allow-origin" not in evil.headers
         sid = good.json()["sessionId"]
-        msg = http.post("/message", json={"sessionId": sid, "content": "hi"}, headers={"Origin": "https://evil.example"})
+        msg = http.post(
+            "/message", json={"sessionId": sid, "content": "hi"}, headers={"Origin": "https://evil.example"}
+        )
         assert "access-control-allow-origin" not in msg.headers
 
 
@@ -276,3 +279,23 @@ def test_max_message_length_is_configurable(serve: Any) -> None:
         sid = connect(http)["sessionId"]
         assert http.post("/message", json={"sessionId": sid, "content": "x" * 10}).status_code == 200
         assert http.post("/message", json={"sessionId": sid, "content": "x" * 11}).status_code == 400
+
+
+def test_polling_returns_an_edit_made_just_before_the_widgets_own_read(pp: PocketPing, http: httpx.Client) -> None:
+    """The widget's polling cursor includes the readAt it sets with its own clock after /read:
+    an operator edit made between its last poll and that /read must still reach it."""
+    sid = connect(http)["sessionId"]
+    reply = pp.sync.send_message(sid, content="first version")
+    polled = http.get("/messages", params={"sessionId": sid}).json()["messages"]
+    assert [m["content"] for m in polled] == ["first version"]
+    pp.sync.edit_message(sid, reply.id, "second version")  # the widget has not polled since
+    assert post(http, "/read", {"sessionId": sid, "messageIds": [reply.id], "status": "read"}).json() == {"updated": 1}
+    read_at = pp.sync.get_messages(sid)[0].read_at
+    assert read_at is not None
+    browser_cursor = (read_at + timedelta(milliseconds=2)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    got = http.get("/messages", params={"sessionId": sid, "after": browser_cursor}).json()["messages"]
+    assert [(m["id"], m["content"]) for m in got] == [(reply.id, "second version")]
+    # nothing else comes back: messages neither changed after the cursor nor read just before it
+    later = pp.sync.send_message(sid, content="new")
+    got = http.get("/messages", params={"sessionId": sid, "after": polled[0]["timestamp"]}).json()["messages"]
+    assert [m["id"] for m in got] == [reply.id, later.id]

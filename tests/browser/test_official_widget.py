@@ -532,11 +532,6 @@ def test_official_widget_attachment(context: Any, official_site: OfficialSite) -
     assert watch.unexpected() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: the polling widget's `after` cursor includes the readAt it sets with the browser clock "
-    "after its own /read, so a change made between its last poll and that /read is never returned",
-)
 def test_official_widget_polling_sees_an_edit_made_just_before_its_read(context: Any, official_site: Site) -> None:
     site = official_site
     page = context.new_page()

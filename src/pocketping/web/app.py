@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from ..core import PocketPing
 
 log = logging.getLogger("pocketping.web")
+
+READ_RACE_WINDOW = timedelta(seconds=30)
 
 
 def query_session_id(request: Request) -> str:
@@ -76,7 +79,19 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
             if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
                 raise InvalidInput("limit must be an integer between 1 and 1000")
             limit = int(limit_text)
-        messages = await pp.get_messages(sid, after=after, limit=limit + 1)
+        if after is None:
+            messages = await pp.get_messages(sid, limit=limit + 1)
+        else:
+            # The official widget's cursor includes the readAt it sets with its own clock once
+            # its /read succeeds. A change made between its last poll and that /read carries an
+            # earlier stamp and would never be returned; the read receipt re-stamped those
+            # messages, so messages read within READ_RACE_WINDOW before the cursor come back
+            # too (the widget merges repeats by id).
+            cursor = parse_time(after)
+            floor = cursor - READ_RACE_WINDOW
+            found = await pp.get_messages(sid, after=floor)
+            messages = [m for m in found if m.cursor > cursor or (m.read_at is not None and m.read_at > floor)]
+            messages = messages[: limit + 1]
         return JSONResponse({"messages": [m.to_wire() for m in messages[:limit]], "hasMore": len(messages) > limit})
 
     async def edit_message(request: Request) -> Response:
