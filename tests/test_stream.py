@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import queue
+import socket
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -237,3 +241,78 @@ def test_stream_rejects_unknown_session(base: str, http: httpx.Client) -> None:
     with pytest.raises(InvalidStatus) as refused:
         ws_connect(ws_url(base, "sess_nope"), open_timeout=5)
     assert refused.value.response.status_code == 403
+
+
+class RawWebSocket:
+    """A bare WebSocket client over a socket with a tiny receive buffer, so that a client
+    that stops reading really fills the server's send buffer (no library reads ahead)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.settimeout(10)
+        self.sock.connect((parts.hostname, parts.port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self.sock.recv(4096)
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def recv_json(self) -> dict[str, Any]:
+        first, second = self._read(2)
+        assert first & 0x0F == 1, "a text frame"
+        size = second & 0x7F
+        if size == 126:
+            size = int.from_bytes(self._read(2), "big")
+        elif size == 127:
+            size = int.from_bytes(self._read(8), "big")
+        return json.loads(self._read(size))  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_client_that_stops_reading_holds_no_one_back(serve: Any) -> None:
+    """A socket whose client stops reading fills up and makes its sends wait; pushes to
+    everyone else still go out at once, and the slow client later gets all of its own, in order."""
+    from pocketping import MemoryStorage
+
+    N = 200
+    pp = PocketPing(storage=MemoryStorage(), max_message_length=100_000)
+    base = serve(pp)
+    with httpx.Client(base_url=base, timeout=10) as http:
+        slow_sid = connect(http, visitor_id="slow")["sessionId"]
+        fast_sid = connect(http, visitor_id="fast")["sessionId"]
+        slow = RawWebSocket(ws_url(base, slow_sid))
+        try:
+            with ws_connect(ws_url(base, fast_sid)) as fast:
+                payload = "x" * 20_000
+                for i in range(N):  # about 4 MB for a client that reads nothing
+                    pp.sync.send_message(slow_sid, content=f"{i} {payload}")
+                started = time.monotonic()
+                quick = pp.sync.send_message(fast_sid, content="still on time")
+                assert recv_type(fast, "message", timeout=2)["data"]["id"] == quick.id
+                assert time.monotonic() - started < 2
+                got = []
+                while len(got) < N:
+                    frame = slow.recv_json()
+                    if frame["type"] == "message":
+                        got.append(int(frame["data"]["content"].split()[0]))
+                assert got == list(range(N))
+        finally:
+            slow.close()

@@ -16,9 +16,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -133,8 +133,14 @@ def stream_ws(pp: PocketPing) -> Callable[[WebSocket], Awaitable[None]]:
 
 
 class _WSSender:
-    """Sends a WebSocket's queued frames from a task that exists only while there is
-    something to send: an idle stream costs no task, and frames still go out in order."""
+    """Sends a WebSocket's queued frames in order, with no task of its own.
+
+    A send that the socket takes at once (the usual case: uvicorn only waits when the
+    client's transport is paused) is driven right where the frame is delivered, so a
+    broadcast to thousands of streams creates no task per stream. A send that has to wait
+    continues in a task, which then drains what queued up meanwhile; one slow client never
+    holds the others back.
+    """
 
     __slots__ = ("ws", "sub", "task", "replaying")
 
@@ -145,8 +151,24 @@ class _WSSender:
         sub.wake = self.wake
 
     def wake(self) -> None:
-        if self.task is None and not self.replaying:
-            self.task = asyncio.get_running_loop().create_task(self._drain())
+        if self.task is not None or self.replaying:
+            return
+        queue, sub = self.sub.queue, self.sub
+        while not queue.empty():
+            item = queue.get_nowait()
+            if item is None or sub.overflowed:
+                self.task = asyncio.get_running_loop().create_task(self._close())
+                return
+            send = self.ws.send_text(item[0])
+            try:
+                pending = send.send(None)
+            except StopIteration:
+                continue
+            except Exception as exc:  # the socket went away
+                log.debug("websocket send for %s failed: %s", sub.channel, exc)
+                return
+            self.task = asyncio.get_running_loop().create_task(self._finish(send, pending))
+            return
 
     def stop(self) -> None:
         self.sub.wake = None
@@ -166,12 +188,17 @@ class _WSSender:
             log.debug("websocket replay for %s ended: %s", self.sub.channel, exc)
         finally:
             self.replaying = False
-        if not self.sub.queue.empty():
-            self.wake()
+        self.wake()
 
-    async def _drain(self) -> None:
+    async def _close(self) -> None:
+        # The task stays set: nothing more is sent on this socket.
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=1013 if self.sub.overflowed else 1001)
+
+    async def _finish(self, send: Coroutine[Any, Any, None], pending: Any) -> None:
         queue, sub, ws = self.sub.queue, self.sub, self.ws
         try:
+            await _Resume(send, pending)
             while not queue.empty():
                 item = queue.get_nowait()
                 if item is None or sub.overflowed:
@@ -184,6 +211,29 @@ class _WSSender:
             log.debug("websocket sender for %s ended: %s", sub.channel, exc)
         finally:
             self.task = None
+
+
+class _Resume:
+    """Awaits the rest of a coroutine that was started by hand and is suspended on
+    ``pending`` (what it yielded to the event loop)."""
+
+    __slots__ = ("coro", "pending")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], pending: Any) -> None:
+        self.coro, self.pending = coro, pending
+
+    def __await__(self) -> Generator[Any, None, None]:
+        pending = self.pending
+        while True:
+            try:
+                yield pending
+            except BaseException:
+                self.coro.close()
+                raise
+            try:
+                pending = self.coro.send(None)
+            except StopIteration:
+                return
 
 
 async def _on_widget_frame(pp: PocketPing, session_id: str, text: str) -> None:
