@@ -307,7 +307,10 @@ class PocketPing:
     def _publish_message(self, message: Message) -> None:
         if self.broker is None and not self.hub.listening(message.session_id):
             return
-        self.publish(message.session_id, "message", message.to_wire(), iso(message.cursor))
+        wire = message.to_wire()
+        # A new message's change stamp is its creation stamp: reuse the text.
+        cursor = wire["timestamp"] if message.updated_at in (None, message.created_at) else iso(message.cursor)
+        self.publish(message.session_id, "message", wire, cursor)
 
     # -- the seed API -----------------------------------------------------------------------
 
@@ -387,18 +390,21 @@ class PocketPing:
         if type not in OPERATOR_TYPES:
             raise InvalidInput(f"type must be one of {', '.join(OPERATOR_TYPES)}, not {type!r}")
         content = self._check_content(content)
-        session = await self._session(session_id)
+        if not isinstance(session_id, str) or not session_id:
+            raise InvalidInput("session_id must be a non-empty string")
+        if not await self.storage.has_session(session_id):
+            raise SessionNotFound(session_id)
         message = Message(
             id=new_id("msg"),
-            session_id=session.id,
+            session_id=session_id,
             content=content,
             sender=type,
             created_at=datetime.now(UTC),
             reply_to=reply_to,
             metadata=dict(metadata or {}),
         )
-        message = await self.storage.save_message(session.id, message)
-        self._stop_typing(session.id, announce=False)
+        message = await self.storage.save_message(session_id, message)
+        self._stop_typing(session_id, announce=False)
         self._publish_message(message)
         if self._bridges is not None:
             await self._bridges.operator_message(message)

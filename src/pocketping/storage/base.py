@@ -63,6 +63,10 @@ class BaseStorage:
     async def find_session_by_visitor(self, visitor_id: str) -> Session | None:
         return None
 
+    async def has_session(self, session_id: str) -> bool:
+        """Whether the session exists (storages may answer without building the session)."""
+        return await self.get_session(session_id) is not None
+
     async def save_message(self, session_id: str, message: Message) -> Message:
         """Store a new message, giving it a change stamp unique within its session.
 

@@ -69,6 +69,9 @@ class MemoryStorage(BaseStorage):
         s = self._sessions.get(session_id)
         return _copy_session(s) if s is not None else None
 
+    async def has_session(self, session_id: str) -> bool:
+        return session_id in self._sessions
+
     async def update_session(self, session: Session) -> None:
         with self._lock:
             if session.id in self._sessions:

@@ -354,6 +354,12 @@ class SQLiteStorage(BaseStorage):
 
         await self._run(self._write, op)
 
+    async def has_session(self, session_id: str) -> bool:
+        def op() -> bool:
+            return self._db().execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is not None
+
+        return await self._run(op)
+
     async def get_session(self, session_id: str) -> Session | None:
         def op() -> Session | None:
             row = self._db().execute(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
