@@ -24,8 +24,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StorageError
-from ..models import Attachment, Message, Session, from_ms, now_ms, to_ms
+from ..models import Message, Session, from_ms, now_ms, to_ms
 from .base import BaseStorage, apply_changes
+from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, dt, message_from_row, ms, session_from_row
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -110,11 +111,15 @@ _LINE_HEAD = (
     "AND i.session_id = o.session_id AND i.state <> 'dead' AND i.id < o.id)"
 )
 
-_MESSAGE_COLUMNS = (
-    "id, session_id, created_ms, updated_ms, sender, content, status, delivered_ms, read_ms, "
-    "edited_ms, deleted_ms, reply_to, attachments, metadata"
-)
-_SESSION_COLUMNS = "id, visitor_id, created_ms, last_activity_ms, status, closed_ms, metadata, identity, data"
+_MESSAGE_COLUMNS, _SESSION_COLUMNS, _ms, _dt = MESSAGE_COLUMNS, SESSION_COLUMNS, ms, dt
+
+
+def _message_from_row(r: tuple[Any, ...]) -> Message:
+    return message_from_row(r)
+
+
+def _session_from_row(r: tuple[Any, ...]) -> Session:
+    return session_from_row(r)
 
 
 def require_psycopg() -> None:
@@ -126,51 +131,10 @@ def require_psycopg() -> None:
         raise ImportError(f"PostgreSQL support needs psycopg 3 and psycopg-pool: {PIP_HINT}") from exc
 
 
-def _ms(dt: datetime | None) -> int | None:
-    return None if dt is None else to_ms(dt)
-
-
-def _dt(ms: int | None) -> datetime | None:
-    return None if ms is None else from_ms(ms)
-
-
 def _json(value: Any) -> Any:
     from psycopg.types.json import Jsonb
 
     return None if value is None else Jsonb(value)
-
-
-def _message_from_row(r: tuple[Any, ...]) -> Message:
-    return Message(
-        id=r[0],
-        session_id=r[1],
-        created_at=from_ms(r[2]),
-        updated_at=from_ms(r[3]),
-        sender=r[4],
-        content=r[5],
-        status=r[6],
-        delivered_at=_dt(r[7]),
-        read_at=_dt(r[8]),
-        edited_at=_dt(r[9]),
-        deleted_at=_dt(r[10]),
-        reply_to=r[11],
-        attachments=[Attachment.from_mapping(a) for a in r[12]] if r[12] else [],
-        metadata=dict(r[13]) if r[13] else {},
-    )
-
-
-def _session_from_row(r: tuple[Any, ...]) -> Session:
-    return Session(
-        id=r[0],
-        visitor_id=r[1],
-        created_at=from_ms(r[2]),
-        last_activity=from_ms(r[3]),
-        status="closed" if r[4] == "closed" else "active",
-        closed_at=_dt(r[5]),
-        metadata=dict(r[6] or {}),
-        identity=dict(r[7]) if r[7] is not None else None,
-        data=dict(r[8] or {}),
-    )
 
 
 def _message_values(m: Message) -> tuple[Any, ...]:

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import StorageError
-from ..models import Attachment, Message, Session, from_ms, to_ms
+from ..models import Message, Session, from_ms, to_ms
 from .base import BaseStorage, apply_changes, next_stamp
+from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, dt, message_from_row, ms, session_from_row
 
 T = TypeVar("T")
 
@@ -82,52 +83,15 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-_MESSAGE_COLUMNS = (
-    "id, session_id, created_ms, updated_ms, sender, content, status, delivered_ms, read_ms, "
-    "edited_ms, deleted_ms, reply_to, attachments, metadata"
-)
-_SESSION_COLUMNS = "id, visitor_id, created_ms, last_activity_ms, status, closed_ms, metadata, identity, data"
-
-
-def _ms(dt: datetime | None) -> int | None:
-    return None if dt is None else to_ms(dt)
-
-
-def _dt(ms: int | None) -> datetime | None:
-    return None if ms is None else from_ms(ms)
+_MESSAGE_COLUMNS, _SESSION_COLUMNS, _ms, _dt = MESSAGE_COLUMNS, SESSION_COLUMNS, ms, dt
 
 
 def _message_from_row(r: tuple[Any, ...]) -> Message:
-    return Message(
-        id=r[0],
-        session_id=r[1],
-        created_at=from_ms(r[2]),
-        updated_at=from_ms(r[3]),
-        sender=r[4],
-        content=r[5],
-        status=r[6],
-        delivered_at=_dt(r[7]),
-        read_at=_dt(r[8]),
-        edited_at=_dt(r[9]),
-        deleted_at=_dt(r[10]),
-        reply_to=r[11],
-        attachments=[Attachment.from_mapping(a) for a in json.loads(r[12])] if r[12] else [],
-        metadata=json.loads(r[13]) if r[13] else {},
-    )
+    return message_from_row(r, json.loads)
 
 
 def _session_from_row(r: tuple[Any, ...]) -> Session:
-    return Session(
-        id=r[0],
-        visitor_id=r[1],
-        created_at=from_ms(r[2]),
-        last_activity=from_ms(r[3]),
-        status="closed" if r[4] == "closed" else "active",
-        closed_at=_dt(r[5]),
-        metadata=json.loads(r[6]),
-        identity=json.loads(r[7]) if r[7] else None,
-        data=json.loads(r[8]),
-    )
+    return session_from_row(r, json.loads)
 
 
 def _session_params(s: Session) -> tuple[Any, ...]:

@@ -1,0 +1,66 @@
+"""The row layout the SQL storages share (SQLite and PostgreSQL): same columns, same order.
+
+Times are integer milliseconds since the epoch; JSON columns are text in SQLite and ``jsonb``
+in PostgreSQL, so each storage passes its own ``load`` (``json.loads``, or nothing to do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from ..models import Attachment, Message, Session, from_ms, to_ms
+
+MESSAGE_COLUMNS = (
+    "id, session_id, created_ms, updated_ms, sender, content, status, delivered_ms, read_ms, "
+    "edited_ms, deleted_ms, reply_to, attachments, metadata"
+)
+SESSION_COLUMNS = "id, visitor_id, created_ms, last_activity_ms, status, closed_ms, metadata, identity, data"
+
+Load = Callable[[Any], Any]
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def ms(dt: datetime | None) -> int | None:
+    return None if dt is None else to_ms(dt)
+
+
+def dt(value: int | None) -> datetime | None:
+    return None if value is None else from_ms(value)
+
+
+def message_from_row(r: tuple[Any, ...], load: Load = _as_is) -> Message:
+    return Message(
+        id=r[0],
+        session_id=r[1],
+        created_at=from_ms(r[2]),
+        updated_at=from_ms(r[3]),
+        sender=r[4],
+        content=r[5],
+        status=r[6],
+        delivered_at=dt(r[7]),
+        read_at=dt(r[8]),
+        edited_at=dt(r[9]),
+        deleted_at=dt(r[10]),
+        reply_to=r[11],
+        attachments=[Attachment.from_mapping(a) for a in load(r[12])] if r[12] else [],
+        metadata=dict(load(r[13])) if r[13] else {},
+    )
+
+
+def session_from_row(r: tuple[Any, ...], load: Load = _as_is) -> Session:
+    return Session(
+        id=r[0],
+        visitor_id=r[1],
+        created_at=from_ms(r[2]),
+        last_activity=from_ms(r[3]),
+        status="closed" if r[4] == "closed" else "active",
+        closed_at=dt(r[5]),
+        metadata=dict(load(r[6])) if r[6] else {},
+        identity=dict(load(r[7])) if r[7] is not None else None,
+        data=dict(load(r[8])) if r[8] else {},
+    )
