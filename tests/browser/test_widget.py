@@ -165,6 +165,10 @@ def test_websocket_and_sse_blocked_fall_back_to_polling(context: Any, site: Site
     site.run(site.pp.send_message(sid, content="Reply over polling"))
     expect(bubbles(page).last.locator(".pp-t")).to_have_text("Reply over polling")
     expect(bubbles(page)).to_have_count(2)
+    for _ in range(50):  # the poll after the one that brought the messages carries their cursor
+        if any("after=" in u for u in polls):
+            break
+        page.wait_for_timeout(100)
     assert polls and all("sessionId=" + sid in u for u in polls)
     assert any("after=" in u for u in polls)  # the ISO cursor
 
@@ -252,3 +256,141 @@ def test_widget_script_size_and_headers(site: Site) -> None:
     assert b"innerHTML" not in raw.replace(b"ui.launcher.innerHTML = '<svg", b"")
     again = httpx.get(site.url + "/pocketping/widget.js", headers={"If-None-Match": r.headers["etag"]}, timeout=10)
     assert again.status_code == 304
+
+
+def drop_streams(site: Site, session_id: str) -> None:
+    """End every server-side stream of a session (as a restart or an idle proxy would)."""
+
+    async def drop() -> None:
+        for sub in list(site.pp.hub._channels.get(session_id, ())):
+            sub.close()
+
+    site.run(drop())
+
+
+def operator_says(site: Site, session_id: str, *texts: str) -> None:
+    for text in texts:
+        site.run(site.pp.send_message(session_id, content=text))
+
+
+def test_network_loss_catches_up_once_in_order_and_reconnects(context: Any, site: Site) -> None:
+    page = open_widget(context, site)
+    sid = page.evaluate("PocketPing.sessionId")
+    operator_says(site, sid, "Before the outage")
+    expect(bubbles(page)).to_have_count(1)
+
+    context.set_offline(True)
+    drop_streams(site, sid)
+    page.wait_for_function("PocketPing.transport !== 'ws'")  # the widget saw the socket go
+    missed = ["Missed 1", "Missed 2", "Missed 3"]
+    operator_says(site, sid, *missed)
+    page.wait_for_timeout(300)
+    expect(bubbles(page)).to_have_count(1)  # nothing can arrive while offline
+
+    context.set_offline(False)
+    texts = bubbles(page).locator(".pp-t")
+    expect(texts).to_have_text(["Before the outage", *missed], timeout=3000)
+    # Back online means back on the WebSocket, not left on polling.
+    page.wait_for_function("PocketPing.transport === 'ws'", timeout=5000)
+    operator_says(site, sid, "After the outage")
+    expect(texts).to_have_text(["Before the outage", *missed, "After the outage"], timeout=2000)
+    page.wait_for_timeout(300)
+    expect(bubbles(page)).to_have_count(5)  # no late duplicates from the catch-up and the replay
+    assert [m.content for m in site.messages(sid)] == ["Before the outage", *missed, "After the outage"]
+
+
+HIDE = """(hidden) => {
+  if (!('__ppHidden' in window)) {
+    Object.defineProperty(document, 'hidden', { configurable: true, get: () => window.__ppHidden });
+    Object.defineProperty(document, 'visibilityState', {
+      configurable: true, get: () => (window.__ppHidden ? 'hidden' : 'visible') });
+  }
+  window.__ppHidden = hidden;
+  document.dispatchEvent(new Event('visibilitychange'));
+}"""
+
+
+def test_hidden_tab_catches_up_and_reconnects_when_visible(context: Any, site: Site) -> None:
+    page = open_widget(context, site)
+    sid = page.evaluate("PocketPing.sessionId")
+    operator_says(site, sid, "Before hiding")
+    expect(bubbles(page)).to_have_count(1)
+
+    # Hidden, and the page can reach nothing of ours while it is (a suspended background
+    # tab); meanwhile the server ends the stream.
+    page.evaluate(HIDE, True)
+    offline = True
+    failed: list[str] = []
+
+    def http(route: Any) -> None:
+        if offline:
+            failed.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    def socket(ws: Any) -> None:
+        if offline:
+            ws.close()
+        else:
+            ws.connect_to_server()
+
+    page.route_web_socket(re.compile(r"/pocketping/stream"), socket)
+    page.route(re.compile(r"/pocketping/(stream|messages)\?"), http)
+    drop_streams(site, sid)
+    page.wait_for_function("PocketPing.transport === 'poll'")
+    missed = ["While hidden 1", "While hidden 2", "While hidden 3"]
+    operator_says(site, sid, *missed)
+    for _ in range(50):  # the widget has tried, and failed, to catch up while hidden
+        if any("/messages?" in u for u in failed):
+            break
+        page.wait_for_timeout(100)
+    assert any("/messages?" in u for u in failed)
+    expect(bubbles(page)).to_have_count(1)
+
+    offline = False
+    page.evaluate(HIDE, False)
+    texts = bubbles(page).locator(".pp-t")
+    expect(texts).to_have_text(["Before hiding", *missed], timeout=3000)
+    operator_says(site, sid, "Live again")
+    expect(texts).to_have_text(["Before hiding", *missed, "Live again"], timeout=4000)  # polls every 2 s
+    # Polling was only the stopgap: the widget climbs back to the WebSocket (at most 10 s
+    # after its previous attempt) and no message is shown twice.
+    page.wait_for_function("PocketPing.transport === 'ws'", timeout=12_000)
+    operator_says(site, sid, "Over the socket")
+    expect(texts).to_have_text(["Before hiding", *missed, "Live again", "Over the socket"], timeout=2000)
+    expect(bubbles(page)).to_have_count(6)
+
+
+def test_own_message_does_not_hide_an_older_missed_reply(context: Any, site: Site) -> None:
+    page = open_widget(context, site)
+    sid = page.evaluate("PocketPing.sessionId")
+    offline = True
+
+    def http(route: Any) -> None:
+        if offline:
+            route.abort()
+        else:
+            route.continue_()
+
+    def socket(ws: Any) -> None:
+        if offline:
+            ws.close()
+        else:
+            ws.connect_to_server()
+
+    # The stream is down and catching up fails, but posting still works.
+    page.route_web_socket(re.compile(r"/pocketping/stream"), socket)
+    page.route(re.compile(r"/pocketping/(stream|messages)\?"), http)
+    drop_streams(site, sid)
+    page.wait_for_function("PocketPing.transport === 'poll'")
+    operator_says(site, sid, "Missed reply")
+    say(page, "Sent after it")
+    page.wait_for_function(
+        "!document.getElementById('pocketping-root').shadowRoot.querySelector('li[data-id^=\"temp-\"]')"
+    )
+    # The visitor's own, newer message must not move the catch-up cursor past the reply.
+    offline = False
+    page.evaluate(HIDE, False)
+    expect(bubbles(page).locator(".pp-t")).to_have_text(["Sent after it", "Missed reply"], timeout=4000)
+    assert [m.content for m in site.messages(sid)] == ["Missed reply", "Sent after it"]

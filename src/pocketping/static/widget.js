@@ -11,7 +11,7 @@
   if (w.PocketPing && w.PocketPing.kind === 'pocketping-py') return;
   var LS = w.localStorage, VKEY = 'pocketping_visitor_id', SKEY = 'pocketping_session_id', OKEY = 'pocketping_open';
   var cfg, base, sid, vid, root, ui = {}, msgs = {}, order = [], pending = [], handlers = {};
-  var mode = null, ws = null, es = null, pollT = null, retryT = null, fails = 0, online = false;
+  var mode = null, ws = null, es = null, pollT = null, retryT = null, fails = 0, online = false, gen = 0;
   var isOpen = false, started = false, typingAt = 0, readT = null, lastLadder = 0;
 
   function store(k, v) { try { if (v == null) LS.removeItem(k); else LS.setItem(k, v); } catch (e) {} }
@@ -40,8 +40,8 @@
   function cursor() {
     var max = '';
     for (var i = 0; i < order.length; i++) {
-      var m = msgs[order[i]].m;
-      if (m.id.indexOf('temp-') === 0) continue;
+      var r = msgs[order[i]], m = r.m;
+      if (r.own) continue; // stamped by our own POST: older replies we have not seen may precede it
       [m.timestamp, m.editedAt, m.deletedAt, m.deliveredAt, m.readAt].forEach(function (t) { if (t && t > max) max = t; });
     }
     return max;
@@ -61,6 +61,7 @@
       }
     }
     if (known) {
+      if (m.timestamp) known.own = 0; // seen in the server's feed
       for (var k in m) known.m[k] = m[k];
       paint(known);
     } else {
@@ -103,7 +104,7 @@
   function send(text) {
     text = String(text == null ? '' : text);
     if (!text.trim() || !sid) return Promise.resolve(null);
-    var rec = { m: { id: 'temp-' + Date.now() + Math.random(), content: text, sender: 'visitor', timestamp: new Date().toISOString(), status: 'sending' } };
+    var rec = { own: 1, m: { id: 'temp-' + Date.now() + Math.random(), content: text, sender: 'visitor', timestamp: new Date().toISOString(), status: 'sending' } };
     msgs[rec.m.id] = rec; order.push(rec.m.id); pending.push(rec); paint(rec);
     return api('POST', '/message', { sessionId: sid, content: text, sender: 'visitor', attachmentIds: [] }).then(function (r) {
       var i = pending.indexOf(rec);
@@ -144,7 +145,7 @@
   }
   function setMode(m) { if (mode !== m) { mode = m; emit('transport', m); } }
   function stop() {
-    clearTimeout(retryT); clearTimeout(pollT); retryT = pollT = null;
+    clearTimeout(retryT); clearTimeout(pollT); retryT = pollT = null; gen++; // requests in flight start nothing
     if (ws) { ws.onclose = ws.onerror = ws.onmessage = null; try { ws.close(); } catch (e) {} ws = null; }
     if (es) { es.close(); es = null; }
   }
@@ -184,12 +185,15 @@
       retry(trySse);
     };
   }
-  function retry(fn) { retryT = setTimeout(function () { catchUp().then(fn, fn); }, Math.min(1000 * Math.pow(2, fails - 1), 30000)); }
+  function retry(fn) {
+    var n = gen, go = function () { if (n === gen) fn(); };
+    retryT = setTimeout(function () { catchUp().then(go, go); }, Math.min(1000 * Math.pow(2, fails - 1), 30000));
+  }
   function poll() {
     stop(); setMode('poll');
-    var tick = function () {
-      catchUp().then(function () { fails = 0; pollT = setTimeout(tick, d.hidden ? 10000 : 2000); },
-        function () { fails++; pollT = setTimeout(tick, Math.min(2000 * Math.pow(2, fails - 1), 30000)); });
+    var n = gen, tick = function () {
+      catchUp().then(function () { if (n === gen) { fails = 0; pollT = setTimeout(tick, d.hidden ? 10000 : 2000); } },
+        function () { if (n === gen) { fails++; pollT = setTimeout(tick, Math.min(2000 * Math.pow(2, fails - 1), 30000)); } });
     };
     pollT = setTimeout(tick, 500);
   }
@@ -200,11 +204,16 @@
       (r.messages || []).forEach(function (m) { upsert(m, true); });
     });
   }
-  function wake() {
+  function wake(net) {
     if (!sid) return;
     catchUp().then(null, function () {});
-    // A dead or degraded channel starts again from the WebSocket (at most every 10 s).
-    if ((mode === 'poll' || (!ws && !es)) && Date.now() - lastLadder > 10000) ladder();
+    if (mode !== 'poll' && (ws || es)) return;
+    // A dead or degraded channel starts again from the WebSocket: at once when the network is
+    // back, else at most every 10 s; until then polling resumes without its backoff.
+    var wait = net ? 0 : lastLadder + 10000 - Date.now();
+    if (wait <= 0) return ladder();
+    if (mode === 'poll') poll();
+    clearTimeout(retryT); retryT = setTimeout(ladder, wait);
   }
 
   /* ---- connect ---- */
@@ -347,7 +356,7 @@
     var go = function () { build(); connect(); if (load(OKEY)) open(); };
     d.body ? go() : d.addEventListener('DOMContentLoaded', go);
     d.addEventListener('visibilitychange', function () { if (!d.hidden) { wake(); scheduleRead(); } });
-    w.addEventListener('online', wake);
+    w.addEventListener('online', function () { wake(1); });
     w.addEventListener('pageshow', function (e) { if (e.persisted) wake(); });
     return w.PocketPing;
   }
