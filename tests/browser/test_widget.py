@@ -35,6 +35,13 @@ def say(page: Any, text: str) -> None:
     box.press("Enter")
 
 
+def stored(page: Any) -> None:
+    """Wait until every message the visitor wrote has been accepted by the server."""
+    page.wait_for_function(
+        "!document.getElementById('pocketping-root').shadowRoot.querySelector('li[data-id^=\"temp-\"]')"
+    )
+
+
 def bubbles(page: Any) -> Any:
     return page.locator("#pocketping-root li.pp-m[data-id]")
 
@@ -115,6 +122,7 @@ def test_reload_keeps_history_and_session(context: Any, site: Site) -> None:
     visitor = open_widget(context, site)
     say(visitor, "First question")
     expect(bubbles(visitor)).to_have_count(1)
+    stored(visitor)  # the answer below must come after it
     sid = visitor.evaluate("PocketPing.sessionId")
     site.run(site.pp.send_message(sid, content="First answer"))
     expect(bubbles(visitor)).to_have_count(2)
@@ -386,9 +394,7 @@ def test_own_message_does_not_hide_an_older_missed_reply(context: Any, site: Sit
     page.wait_for_function("PocketPing.transport === 'poll'")
     operator_says(site, sid, "Missed reply")
     say(page, "Sent after it")
-    page.wait_for_function(
-        "!document.getElementById('pocketping-root').shadowRoot.querySelector('li[data-id^=\"temp-\"]')"
-    )
+    stored(page)
     # The visitor's own, newer message must not move the catch-up cursor past the reply.
     offline = False
     page.evaluate(HIDE, False)
