@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import StorageError
 from ..models import Message, Session, from_ms, now_ms, to_ms
 from .base import BaseStorage, apply_changes
-from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, dt, message_from_row, ms, session_from_row
+from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, check_schema_version, dt, message_from_row, ms, session_from_row
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -216,11 +216,7 @@ class PostgresStorage(BaseStorage):
             await conn.execute("CREATE TABLE IF NOT EXISTS pocketping_schema (version INTEGER NOT NULL)")
             row = await (await conn.execute("SELECT version FROM pocketping_schema")).fetchone()
             version = row[0] if row else 0
-            if version > len(MIGRATIONS):
-                raise StorageError(
-                    f"database schema version {version} is newer than this PocketPing "
-                    f"(knows {len(MIGRATIONS)}); upgrade pocketping"
-                )
+            check_schema_version(version, len(MIGRATIONS))
             for sql in MIGRATIONS[version:]:
                 await conn.execute(sql.encode())  # several statements: simple query protocol
             if row is None:

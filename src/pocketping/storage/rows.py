@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from ..errors import StorageError
 from ..models import Attachment, Message, Session, from_ms, to_ms
 
 MESSAGE_COLUMNS = (
@@ -19,6 +20,14 @@ MESSAGE_COLUMNS = (
 SESSION_COLUMNS = "id, visitor_id, created_ms, last_activity_ms, status, closed_ms, metadata, identity, data"
 
 Load = Callable[[Any], Any]
+
+
+def check_schema_version(version: int, known: int) -> None:
+    """Refuse a database whose schema is newer than this PocketPing's migrations."""
+    if version > known:
+        raise StorageError(
+            f"database schema version {version} is newer than this PocketPing (knows {known}); upgrade pocketping"
+        )
 
 
 def _as_is(value: Any) -> Any:

@@ -18,10 +18,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import StorageError
 from ..models import Message, Session, from_ms, to_ms
 from .base import BaseStorage, apply_changes, next_stamp
-from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, dt, message_from_row, ms, session_from_row
+from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, check_schema_version, dt, message_from_row, ms, session_from_row
 
 T = TypeVar("T")
 
@@ -263,11 +262,7 @@ class SQLiteStorage(BaseStorage):
             conn.execute("CREATE TABLE IF NOT EXISTS pocketping_schema (version INTEGER NOT NULL)")
             row = conn.execute("SELECT version FROM pocketping_schema").fetchone()
             version = row[0] if row else 0
-            if version > len(MIGRATIONS):
-                raise StorageError(
-                    f"database schema version {version} is newer than this PocketPing "
-                    f"(knows {len(MIGRATIONS)}); upgrade pocketping"
-                )
+            check_schema_version(version, len(MIGRATIONS))
             for sql in MIGRATIONS[version:]:
                 for statement in sql.split(";"):
                     if statement.strip():
