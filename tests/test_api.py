@@ -57,7 +57,7 @@ def test_default_storage_is_a_sqlite_file(tmp_path: Path, monkeypatch: pytest.Mo
 
 async def _one_session(pp: PocketPing) -> str:
     async with pp.lifespan():
-        session, _, _ = await pp._connect("v", None, {}, None)
+        session, _, _ = await pp.chat.connect("v", None, {}, None)
         return session.id
 
 
@@ -76,8 +76,8 @@ async def test_handlers_as_arguments_and_decorators_plain_and_async() -> None:
 
     assert deco.__name__ == "deco"  # the decorator returns the function
     async with pp.lifespan():
-        session, _, _ = await pp._connect("v", None, {}, None)
-        await pp._visitor_message(session.id, "hello", [], None)
+        session, _, _ = await pp.chat.connect("v", None, {}, None)
+        await pp.chat.visitor_message(session.id, "hello", [], None)
         for _ in range(200):
             if len(calls) == 3:
                 break
@@ -89,7 +89,7 @@ async def test_handlers_as_arguments_and_decorators_plain_and_async() -> None:
 async def test_send_message_and_emit_event_validate() -> None:
     pp = PocketPing(storage=MemoryStorage())
     async with pp.lifespan():
-        session, _, _ = await pp._connect("v", None, {}, None)
+        session, _, _ = await pp.chat.connect("v", None, {}, None)
         with pytest.raises(InvalidInput, match="type must be one of"):
             await pp.send_message(session.id, content="x", type="visitor")
         with pytest.raises(InvalidInput, match="empty"):
@@ -115,7 +115,7 @@ async def test_sync_facade_refuses_to_block_a_running_loop() -> None:
     pp = PocketPing(storage=MemoryStorage())
     with pytest.raises(PocketPingError, match="await pp.send_message"):
         pp.sync.send_message("x", content="y")
-    with pytest.raises(AttributeError, match="offers"):
+    with pytest.raises(AttributeError, match="nothing_here"):
         pp.sync.nothing_here  # noqa: B018
 
 

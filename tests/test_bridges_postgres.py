@@ -176,7 +176,7 @@ def test_telegram_round_trip_and_a_restart_in_the_middle_of_a_retry(fake_tg: Fak
     base = server.url + "/pocketping"
     v = Visitor(base)
     try:
-        assert pp1._bridges is not None and pp1._bridges.store is pp1.storage  # the durable outbox, not memory
+        assert pp1.bridge_hub is not None and pp1.bridge_hub.store is pp1.storage  # the durable outbox, not memory
         tg.wait_for(lambda: texts(tg, 1000))  # topic and header
         assert key(pp1, f"telegram:thread:{v.session_id}") == "1000"
         v.say("Hello from a PostgreSQL-backed chat")

@@ -40,7 +40,7 @@ def test_lifespan_starts_and_stops_without_leaking_threads(tmp_path: Path) -> No
     host = Starlette(routes=[Route("/", hello)], lifespan=host_lifespan)
     server = LiveServer(pp.wrap(host)).start()
     try:
-        assert pp._started and events == ["host up"]
+        assert pp.started and events == ["host up"]
         assert "pocketping-sqlite" in {n.rstrip("_0123456789") for n in _threads()}
         assert httpx.get(server.url + "/").text == "host page"
         with httpx.Client(base_url=server.url + "/pocketping") as http:
@@ -49,7 +49,7 @@ def test_lifespan_starts_and_stops_without_leaking_threads(tmp_path: Path) -> No
     finally:
         server.stop()
     assert events == ["host up", "host down"]
-    assert not pp._started
+    assert not pp.started
     assert _threads() == before
 
 

@@ -132,7 +132,7 @@ async def test_a_broker_that_is_down_never_fails_send_message_and_connects_later
     started = time.monotonic()
     await asyncio.wait_for(pp.start(), 15)  # waits up to 5 s for the broker, then goes on
     assert time.monotonic() - started < 10 and not broker.connected
-    session, _, _ = await pp._connect("v", None, {}, None)
+    session, _, _ = await pp.chat.connect("v", None, {}, None)
     sent = await asyncio.wait_for(pp.send_message(session.id, content="while the broker is down"), 5)
     assert [m.id for m in await pp.get_messages(session.id)] == [sent.id]
     server = RedisServer()

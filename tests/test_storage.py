@@ -135,16 +135,16 @@ async def kind_pp(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 async def test_session_create_and_resume(kind_pp: tuple[str, PocketPing]) -> None:
     kind, pp = kind_pp
-    session, created, history = await pp._connect("visitor-1", None, {"url": "https://a/"}, None)
+    session, created, history = await pp.chat.connect("visitor-1", None, {"url": "https://a/"}, None)
     assert created and history == []
     got = await pp.get_session(session.id)
     assert got.id == session.id and got.visitor_id == "visitor-1"
     assert got["visitor_id"] == "visitor-1" and got["id"] == session.id
-    again, created, _ = await pp._connect("visitor-1", session.id, {"url": "https://a/b"}, None)
+    again, created, _ = await pp.chat.connect("visitor-1", session.id, {"url": "https://a/b"}, None)
     assert again.id == session.id and not created
     if kind in FULL:
         assert (await pp.get_session(session.id)).metadata["url"] == "https://a/b"
-        lost, created, _ = await pp._connect("visitor-1", None, {}, None)
+        lost, created, _ = await pp.chat.connect("visitor-1", None, {}, None)
         assert lost.id == session.id and not created
 
 
@@ -164,8 +164,8 @@ async def test_unknown_session_raises_named_error(kind_pp: tuple[str, PocketPing
 
 async def test_messages_round_trip_in_order(kind_pp: tuple[str, PocketPing]) -> None:
     _, pp = kind_pp
-    session, _, _ = await pp._connect("v", None, {}, None)
-    sent: list[Message] = [await pp._visitor_message(session.id, "question", [], None)]
+    session, _, _ = await pp.chat.connect("v", None, {}, None)
+    sent: list[Message] = [await pp.chat.visitor_message(session.id, "question", [], None)]
     for i in range(20):
         sent.append(await pp.send_message(session.id, content=f"answer {i}", type="operator"))
     sent.append(await pp.send_message(session.id, content="bot", type="ai"))
@@ -180,7 +180,7 @@ async def test_messages_round_trip_in_order(kind_pp: tuple[str, PocketPing]) -> 
 
 async def test_paging_with_after_and_limit(kind_pp: tuple[str, PocketPing]) -> None:
     _, pp = kind_pp
-    session, _, _ = await pp._connect("v", None, {}, None)
+    session, _, _ = await pp.chat.connect("v", None, {}, None)
     ids = [(await pp.send_message(session.id, content=f"m{i}")).id for i in range(10)]
     first = await pp.get_messages(session.id, limit=4)
     assert [m.id for m in first] == ids[:4]
@@ -193,7 +193,7 @@ async def test_paging_with_after_and_limit(kind_pp: tuple[str, PocketPing]) -> N
 
 async def test_concurrent_writes_keep_unique_stamps(kind_pp: tuple[str, PocketPing]) -> None:
     _, pp = kind_pp
-    session, _, _ = await pp._connect("v", None, {}, None)
+    session, _, _ = await pp.chat.connect("v", None, {}, None)
     await asyncio.gather(*(pp.send_message(session.id, content=f"c{i}") for i in range(40)))
     got = await pp.get_messages(session.id)
     assert len(got) == 40
@@ -202,7 +202,7 @@ async def test_concurrent_writes_keep_unique_stamps(kind_pp: tuple[str, PocketPi
 
 async def test_edits_deletes_and_reads_move_the_cursor(kind_pp: tuple[str, PocketPing]) -> None:
     kind, pp = kind_pp
-    session, _, _ = await pp._connect("v", None, {}, None)
+    session, _, _ = await pp.chat.connect("v", None, {}, None)
     a = await pp.send_message(session.id, content="a")
     b = await pp.send_message(session.id, content="b")
     if kind not in FULL:
@@ -225,8 +225,8 @@ async def test_edits_deletes_and_reads_move_the_cursor(kind_pp: tuple[str, Pocke
 
 async def test_list_and_close_sessions(kind_pp: tuple[str, PocketPing]) -> None:
     kind, pp = kind_pp
-    one, _, _ = await pp._connect("v1", None, {}, None)
-    two, _, _ = await pp._connect("v2", None, {}, None)
+    one, _, _ = await pp.chat.connect("v1", None, {}, None)
+    two, _, _ = await pp.chat.connect("v2", None, {}, None)
     if kind not in FULL:
         with pytest.raises(StorageCapabilityError, match="list_sessions"):
             await pp.get_sessions()
@@ -241,7 +241,7 @@ async def test_list_and_close_sessions(kind_pp: tuple[str, PocketPing]) -> None:
     assert closed.status == "closed" and closed.closed_at is not None
     assert [s.id for s in await pp.get_sessions()] == [two.id]
     assert {s.id for s in await pp.get_sessions(include_closed=True)} == {one.id, two.id}
-    await pp._visitor_message(one.id, "I'm back", [], None)
+    await pp.chat.visitor_message(one.id, "I'm back", [], None)
     assert (await pp.get_session(one.id)).status == "active"
 
 
@@ -249,7 +249,7 @@ async def test_sqlite_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "keep.db"
     pp = PocketPing(storage=SQLiteStorage(path))
     async with pp.lifespan():
-        session, _, _ = await pp._connect("v", None, {"url": "u"}, {"id": "user_1"})
+        session, _, _ = await pp.chat.connect("v", None, {"url": "u"}, {"id": "user_1"})
         m = await pp.send_message(session.id, content="kept")
         await pp.edit_message(session.id, m.id, "kept (edited)")
     pp2 = PocketPing(storage=SQLiteStorage(path))
@@ -269,7 +269,7 @@ async def test_sqlite_stamps_ahead_of_a_skewed_clock(tmp_path: Path) -> None:
     storage = SQLiteStorage(tmp_path / "s.db")
     pp = PocketPing(storage=storage)
     async with pp.lifespan():
-        session, _, _ = await pp._connect("v", None, {}, None)
+        session, _, _ = await pp.chat.connect("v", None, {}, None)
         future = datetime.now(UTC) + timedelta(minutes=5)
         m1 = Message("msg_a", session.id, "x", "operator", future)
         await storage.save_message(session.id, m1)
@@ -291,7 +291,7 @@ async def test_sqlite_two_writers_on_one_file_keep_stamps_unique(tmp_path: Path)
     path = tmp_path / "shared.db"
     a, b = PocketPing(storage=SQLiteStorage(path)), PocketPing(storage=SQLiteStorage(path))
     async with a.lifespan(), b.lifespan():
-        session, _, _ = await a._connect("v", None, {}, None)
+        session, _, _ = await a.chat.connect("v", None, {}, None)
         await asyncio.gather(
             *(pp.send_message(session.id, content=f"{name}{i}") for i in range(30) for name, pp in (("a", a), ("b", b)))
         )
@@ -306,7 +306,7 @@ async def test_sqlite_a_failing_write_spoils_only_itself(tmp_path: Path) -> None
     storage = SQLiteStorage(tmp_path / "batch.db")
     pp = PocketPing(storage=storage)
     async with pp.lifespan():
-        session, _, _ = await pp._connect("v", None, {}, None)
+        session, _, _ = await pp.chat.connect("v", None, {}, None)
         duplicate = dataclasses.replace(session)
         results = await asyncio.gather(
             *(pp.send_message(session.id, content=f"m{i}") for i in range(20)),

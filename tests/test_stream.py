@@ -175,7 +175,7 @@ def test_typing_presence_edit_delete_pushes(pp: PocketPing, base: str, http: htt
 def test_operator_typing_expires_by_itself(
     pp: PocketPing, base: str, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pocketping.core.TYPING_TTL", 0.3)
+    monkeypatch.setattr(pp.chat, "typing_ttl", 0.3)
     sid = connect(http)["sessionId"]
     with ws_connect(ws_url(base, sid)) as ws:
         pp.sync.send_typing(sid)

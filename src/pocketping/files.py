@@ -30,6 +30,9 @@ INLINE_TYPES = re.compile(r"^(image/(png|jpeg|gif|webp|avif|bmp)|audio/[\w.+-]+|
 
 
 class LocalFileStore:
+    """Attachments in a directory. Replace it with any object that has these methods
+    (``create``, ``meta``, ``write``, ``complete``, ``path``) and ``max_size``."""
+
     def __init__(self, directory: str | Path = "pocketping-uploads", *, max_size: int = 10 * 1024 * 1024) -> None:
         self.directory = Path(directory)
         self.max_size = max_size
@@ -94,12 +97,15 @@ class LocalFileStore:
         await anyio.to_thread.run_sync(store)
         return meta
 
-    async def complete(self, attachment_id: str) -> dict[str, Any]:
+    async def complete(self, attachment_id: str, *, url: str | None = None) -> dict[str, Any]:
+        """Mark an uploaded file ready; ``url`` is where it is served (kept in its metadata)."""
         meta = await self.meta(attachment_id)
         if meta is None or meta["status"] == "pending":
             raise InvalidInput(f"attachment {attachment_id!r} has not been uploaded")
-        if meta["status"] != "ready":
+        if meta["status"] != "ready" or (url is not None and meta.get("url") != url):
             meta["status"] = "ready"
+            if url is not None:
+                meta["url"] = url
             await anyio.to_thread.run_sync(self._write_meta, meta)
         return meta
 

@@ -83,3 +83,15 @@ class WidgetEventData(_In):
 class WidgetFrame(_In):
     type: str
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+class UploadRequest(_In):
+    sessionId: Id
+    filename: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    mimeType: Annotated[str, StringConstraints(min_length=1, max_length=255)] = "application/octet-stream"
+    size: Annotated[int, Field(strict=True, ge=1)]
+
+
+class CompleteRequest(_In):
+    sessionId: Id
+    attachmentId: Id

@@ -9,35 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import PocketPingError
 
 if TYPE_CHECKING:
     from .core import PocketPing
+    from .models import Event, Message, Session
 
 T = TypeVar("T")
 
-API = (
-    "get_sessions",
-    "get_session",
-    "get_messages",
-    "close_session",
-    "send_message",
-    "emit_event",
-    "send_typing",
-    "set_operator_online",
-    "edit_message",
-    "delete_message",
-    "mark_read",
-    "start",
-    "stop",
-)
-
 
 class SyncPocketPing:
-    """``pp.sync.send_message("sess_x", content="Hi")`` from Flask views, scripts, Celery."""
+    """``pp.sync.send_message("sess_x", content="Hi")`` from Flask views, scripts, Celery.
+
+    Each method is the async method of the same name on :class:`~pocketping.PocketPing`, run to
+    completion; it starts PocketPing first if needed.
+    """
 
     def __init__(self, pp: PocketPing) -> None:
         self._pp = pp
@@ -52,7 +42,7 @@ class SyncPocketPing:
                 self._loop = loop
             return self._loop
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], *, start: bool = True) -> T:
         """Run one coroutine of the async API to completion and return its result."""
         try:
             asyncio.get_running_loop()
@@ -67,24 +57,58 @@ class SyncPocketPing:
         loop = self._pp.loop
         if loop is None or loop.is_closed() or not loop.is_running():
             loop = self._private_loop()
-        return asyncio.run_coroutine_threadsafe(self._started(coro), loop).result()
+        return asyncio.run_coroutine_threadsafe(self._started(coro) if start else coro, loop).result()
 
     async def _started(self, coro: Coroutine[Any, Any, T]) -> T:
-        if not self._pp._started and getattr(coro, "__name__", "") not in ("start", "stop"):
+        if not self._pp.started:
             await self._pp.start()
         return await coro
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        if name not in API:
-            raise AttributeError(f"pp.sync has no {name!r}; it offers {', '.join(API)}")
-        method = getattr(self._pp, name)
+    def start(self) -> None:
+        self.run(self._pp.start(), start=False)
 
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self.run(method(*args, **kwargs))
+    def stop(self) -> None:
+        self.run(self._pp.stop(), start=False)
 
-        call.__name__ = name
-        call.__doc__ = method.__doc__
-        return call
+    def get_sessions(self, *, limit: int | None = 100, include_closed: bool = False) -> list[Session]:
+        return self.run(self._pp.get_sessions(limit=limit, include_closed=include_closed))
 
-    def __dir__(self) -> list[str]:
-        return [*API, "run"]
+    def get_session(self, session_id: str) -> Session:
+        return self.run(self._pp.get_session(session_id))
+
+    def get_messages(
+        self, session_id: str, *, after: datetime | str | None = None, limit: int | None = None
+    ) -> list[Message]:
+        return self.run(self._pp.get_messages(session_id, after=after, limit=limit))
+
+    def close_session(self, session_id: str) -> Session:
+        return self.run(self._pp.close_session(session_id))
+
+    def send_message(
+        self,
+        session_id: str,
+        content: str | None = None,
+        *,
+        type: str = "operator",
+        reply_to: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Message:
+        return self.run(self._pp.send_message(session_id, content, type=type, reply_to=reply_to, metadata=metadata))
+
+    def emit_event(self, session_id: str, name: str, /, **data: Any) -> Event:
+        return self.run(self._pp.emit_event(session_id, name, **data))
+
+    def send_typing(self, session_id: str, is_typing: bool = True, *, sender: str = "operator") -> None:
+        self.run(self._pp.send_typing(session_id, is_typing, sender=sender))
+
+    def set_operator_online(self, online: bool) -> None:
+        self.run(self._pp.set_operator_online(online))
+
+    def edit_message(self, session_id: str, message_id: str, content: str) -> Message:
+        return self.run(self._pp.edit_message(session_id, message_id, content))
+
+    def delete_message(self, session_id: str, message_id: str) -> Message:
+        return self.run(self._pp.delete_message(session_id, message_id))
+
+    def mark_read(self, session_id: str, message_ids: Sequence[str], status: str = "read") -> list[Message]:
+        return self.run(self._pp.mark_read(session_id, message_ids, status))

@@ -85,13 +85,20 @@ def browser(chromium_path: str) -> Iterator[Any]:
             b.close()
 
 
+#: The unchanged official bundle kept beside the project for tests (see its README).
+VENDORED = ROOT.parent / "shared" / "vendor" / f"pocketping-widget-{OFFICIAL_VERSION}" / "pocketping.min.global.js"
+
+
 @pytest.fixture(scope="session")
 def official_widget() -> Path:
-    """The official widget's IIFE build, ``@pocketping/widget@2.6.0`` from the npm registry,
-    unpacked under .cache/ (or the file named by $POCKETPING_OFFICIAL_WIDGET)."""
+    """The official widget's IIFE build, ``@pocketping/widget@2.6.0``: the file named by
+    $POCKETPING_OFFICIAL_WIDGET, else the vendored copy, else the npm registry's package
+    unpacked under .cache/. Missing everywhere is a failure, not a skip."""
     given = os.environ.get("POCKETPING_OFFICIAL_WIDGET")
     if given:
         return Path(given)
+    if VENDORED.exists():
+        return VENDORED
     target = OFFICIAL_CACHE / OFFICIAL_FILE
     if not target.exists():
         OFFICIAL_CACHE.mkdir(parents=True, exist_ok=True)
@@ -111,9 +118,10 @@ def official_widget() -> Path:
             out = (done.stderr or done.stdout).strip().splitlines()
             detail = next((line for line in out if "404" in line), out[0] if out else "no output")
         if not target.exists():
-            pytest.skip(
-                f"the official widget @pocketping/widget@{OFFICIAL_VERSION} could not be fetched from the npm "
-                f"registry ({detail}); set POCKETPING_OFFICIAL_WIDGET to its dist/pocketping.min.global.js to run this"
+            pytest.fail(
+                f"the official widget @pocketping/widget@{OFFICIAL_VERSION} is not at {VENDORED} and could not be "
+                f"fetched from the npm registry ({detail}); set POCKETPING_OFFICIAL_WIDGET to its "
+                "dist/pocketping.min.global.js"
             )
     return target
 

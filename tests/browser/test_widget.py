@@ -270,8 +270,7 @@ def drop_streams(site: Site, session_id: str) -> None:
     """End every server-side stream of a session (as a restart or an idle proxy would)."""
 
     async def drop() -> None:
-        for sub in list(site.pp.hub._channels.get(session_id, ())):
-            sub.close()
+        site.pp.hub.close_channel(session_id)
 
     site.run(drop())
 

@@ -65,13 +65,13 @@ def stored(pp: PocketPing, session_id: str, sender: str | None = None) -> list[A
 
 
 def key(pp: PocketPing, name: str) -> str | None:
-    assert pp._bridges is not None
-    return pp.sync.run(pp._bridges.store.bridge_key_get(name))
+    assert pp.bridge_hub is not None
+    return pp.sync.run(pp.bridge_hub.store.bridge_key_get(name))
 
 
 def drained(pp: PocketPing, timeout: float = 10.0) -> bool:
-    assert pp._bridges is not None
-    return bool(pp.sync.run(pp._bridges.drain(timeout)))
+    assert pp.bridge_hub is not None
+    return bool(pp.sync.run(pp.bridge_hub.drain(timeout)))
 
 
 def eventually(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:

@@ -23,9 +23,8 @@ from starlette.routing import Route
 from ..bridges.base import Bridge
 from ..bridges.remote import auth_headers, check_auth
 from ..core import PocketPing
-from ..errors import BridgeError, PocketPingError
+from ..errors import BridgeError, Forbidden, MessageNotFound, PocketPingError, SessionNotFound
 from ..models import Message, Session, iso
-from ..storage.base import STAMP
 
 log = logging.getLogger("pocketping.bridges")
 
@@ -45,11 +44,10 @@ class BackendForwarder(Bridge):
 
     async def deliver(self, job: dict[str, Any]) -> None:
         kind, sid = job["kind"], job["session_id"]
-        if await self.store.bridge_key_get(f"{self.name}:done:{job['key']}") is not None:
+        found = await self.job_context(job)
+        if found is None:
             return
-        message = None
-        if "message_id" in job["payload"]:
-            message = await self.pp.storage.get_message(sid, job["payload"]["message_id"])
+        message = found[1]
         event: dict[str, Any] | None = None
         if message is not None and message.sender != "visitor":
             source = message.metadata.get("bridge")
@@ -77,7 +75,7 @@ class BackendForwarder(Bridge):
             r = await self.request("POST", self.backend_url, content=body, headers=auth_headers(self.api_key, body))
             if r.status_code >= 300:
                 raise BridgeError(f"backend answered HTTP {r.status_code} to {event['type']}", bridge=self.name)
-        await self.store.bridge_key_set(f"{self.name}:done:{job['key']}", "1")
+        await self.job_done(job)
 
 
 class _UnknownEvent(Exception):
@@ -100,73 +98,49 @@ def build_bridge_server(
     platform = list(bridges)
     forwarders: list[Bridge] = [BackendForwarder(backend_url, api_key=api_key)] if backend_url else []
     pp = PocketPing(storage=storage, bridges=[*platform, *forwarders])
-    hub = pp._bridges
-    assert hub is not None
+    chat = pp.chat
 
     async def ensure_session(wire: Any) -> Session:
         if not isinstance(wire, Mapping) or not (wire.get("id") or wire.get("sessionId")):
             raise PocketPingError("session is required")
-        incoming = Session.from_mapping(wire)
-        session = await pp.storage.get_session(incoming.id)
-        if session is None:
-            await pp.storage.create_session(incoming)
-            await hub.session_started(incoming)
-            return incoming
-        if (incoming.metadata and incoming.metadata != session.metadata) or (
-            incoming.identity and incoming.identity != session.identity
-        ):
-            session.metadata = {**session.metadata, **incoming.metadata}
-            session.identity = incoming.identity or session.identity
-            await pp.storage.update_session(session)
-        return session
+        return await chat.mirror_session(Session.from_mapping(wire))
 
     async def add_message(session: Session, wire: Any, sender: str) -> None:
         if not isinstance(wire, Mapping) or not wire.get("id"):
             raise PocketPingError("message is required")
-        if await pp.storage.get_message(session.id, str(wire["id"])) is not None:
-            return  # already have it (the SDK retried)
         message = Message.from_mapping(wire, session.id)
-        message.session_id, message.sender = session.id, sender
+        message.sender = sender
         if sender != "visitor":
             message.metadata = {"bridge": "sdk", "operatorName": wire.get("operatorName") or "Operator"}
-        message = await pp.storage.save_message(session.id, message)
-        if sender == "visitor":
-            reopened = session.status == "closed"
-            if reopened:
-                session.status, session.closed_at = "active", None
-                await pp.storage.update_session(session)
-            await hub.visitor_message(session, message, reopened=reopened)
-        else:
-            await hub.operator_message(message)
+        await chat.mirror_message(session, message)
 
-    async def change(event: Mapping[str, Any], changes: dict[str, Any]) -> None:
+    async def change(event: Mapping[str, Any], content: str | None) -> None:
+        """An edit (``content``) or a delete (None) the SDK reports; unknown or deleted
+        messages are left alone."""
         sid, mid = str(event.get("sessionId") or ""), str(event.get("messageId") or "")
-        current = await pp.storage.get_message(sid, mid) if sid and mid else None
-        if current is None or current.deleted_at is not None:
-            return
-        updated = await pp.storage.update_message(sid, mid, changes)
-        if updated is not None:
-            await hub.message_changed(updated)
+        try:
+            if content is None:
+                await chat.delete_message(sid, mid)
+            else:
+                await chat.edit_message(sid, mid, content)
+        except (SessionNotFound, MessageNotFound, Forbidden) as exc:
+            log.debug("bridge server: change not applied: %s", exc, extra={"session_id": sid, "bridge": None})
 
     async def apply(event: Mapping[str, Any]) -> None:
         kind = event.get("type")
-        if kind == "new_session":
+        if kind in ("new_session", "identity_update"):
             await ensure_session(event.get("session"))
         elif kind in ("visitor_message", "operator_message"):
             session = await ensure_session(event.get("session"))
             await add_message(session, event.get("message"), "visitor" if kind == "visitor_message" else "operator")
         elif kind in ("visitor_message_edited", "operator_message_edited"):
-            await change(event, {"content": str(event.get("content") or ""), "edited_at": STAMP})
+            await change(event, str(event.get("content") or ""))
         elif kind in ("visitor_message_deleted", "operator_message_deleted"):
-            await change(event, {"deleted_at": STAMP})
+            await change(event, None)
         elif kind == "session_closed":
-            closing = await pp.storage.get_session(str(event.get("sessionId") or ""))
-            if closing is not None and closing.status != "closed":
-                closing.status = "closed"
-                await pp.storage.update_session(closing)
-                await hub.session_closed(closing, skip="sdk")
-        elif kind == "identity_update":
-            await ensure_session(event.get("session"))
+            sid = str(event.get("sessionId") or "")
+            if await chat.find_session(sid) is not None:
+                await chat.close_session(sid, source=BackendForwarder.name)
         elif kind in ("operator_status", "message_read", "custom_event", "ai_takeover", "csat_submitted", "disconnect"):
             log.debug("bridge server: %s noted", kind, extra={"session_id": event.get("sessionId"), "bridge": None})
         else:
@@ -210,7 +184,7 @@ def build_bridge_server(
         Route("/api/operator/status", endpoint("operator_status"), methods=["POST"]),
         Route("/api/custom-events", endpoint("custom_event"), methods=["POST"]),
         Route("/api/disconnect", endpoint("disconnect"), methods=["POST"]),
-        *hub.routes(),
+        *(pp.bridge_hub.routes() if pp.bridge_hub is not None else []),
     ]
     return Starlette(routes=routes, lifespan=pp.lifespan), pp
 

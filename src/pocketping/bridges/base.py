@@ -222,21 +222,36 @@ class Bridge:
             await self.store.bridge_key_set(f"{self.name}:done:header:{session.id}", pid)
         return thread
 
-    async def deliver(self, job: dict[str, Any]) -> None:
-        """Run one queued job. Idempotent: a job whose ``done`` key exists is skipped."""
-        kind, key, sid = job["kind"], job["key"], job["session_id"]
-        done_key = f"{self.name}:done:{key}"
-        if await self.store.bridge_key_get(done_key) is not None:
-            return
-        session = await self.pp.storage.get_session(sid)
+    async def job_context(self, job: dict[str, Any]) -> tuple[Session, Message | None] | None:
+        """The session and message (for jobs about one) a queued job is about; None when the
+        job already ran here or what it is about is gone."""
+        sid = job["session_id"]
+        if await self.store.bridge_key_get(f"{self.name}:done:{job['key']}") is not None:
+            return None
+        session = await self.pp.chat.find_session(sid)
         if session is None:
-            log.warning("session is gone; dropping %s job", kind, extra=self._log_extra(sid))
-            return
+            log.warning("session is gone; dropping %s job", job["kind"], extra=self._log_extra(sid))
+            return None
         message = None
         if "message_id" in job["payload"]:
-            message = await self.pp.storage.get_message(sid, job["payload"]["message_id"])
-            if message is None or (message.deleted_at is not None and kind != "delete"):
-                return
+            message = await self.pp.chat.get_message(sid, job["payload"]["message_id"])
+            if message is None:
+                return None
+        return session, message
+
+    async def job_done(self, job: dict[str, Any], value: str = "1") -> None:
+        """Record that ``job`` reached the platform (``value``: what it became there)."""
+        await self.store.bridge_key_set(f"{self.name}:done:{job['key']}", value)
+
+    async def deliver(self, job: dict[str, Any]) -> None:
+        """Run one queued job. Idempotent: a job that already ran here is skipped."""
+        kind, key, sid = job["kind"], job["key"], job["session_id"]
+        found = await self.job_context(job)
+        if found is None:
+            return
+        session, message = found
+        if message is not None and message.deleted_at is not None and kind != "delete":
+            return
         if kind in ("edit", "delete"):
             await self._change(kind, session, message, job)
             return
@@ -253,7 +268,7 @@ class Bridge:
         except ThreadGone as exc:
             await self._forget_thread(sid)
             raise TemporaryBridgeError(str(exc), bridge=self.name, retry_after=0) from exc
-        await self.store.bridge_key_set(done_key, pid)
+        await self.job_done(job, pid)
         if message is not None:
             await self.store.bridge_key_set(f"{self.name}:out:{message.id}", f"{thread} {pid}")
         if kind == "close":
@@ -271,7 +286,7 @@ class Bridge:
             text = self.render(kind, session, message, job["payload"])
             if text is not None:
                 await self.edit(thread, pid, text)
-        await self.store.bridge_key_set(f"{self.name}:done:{job['key']}", pid)
+        await self.job_done(job, pid)
 
     async def _forget_thread(self, session_id: str) -> None:
         thread = await self.thread_of(session_id)

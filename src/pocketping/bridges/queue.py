@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.routing import Route
 
+from ..chat import ChatListener
 from ..errors import BridgeError, StorageCapabilityError
 from ..models import Message, Session
 from ..storage.base import BaseStorage
@@ -41,7 +42,7 @@ def has_bridge_capability(storage: BaseStorage) -> bool:
     return all(getattr(type(storage), m) is not getattr(BaseStorage, m) for m in _CAPABILITY)
 
 
-class BridgeHub:
+class BridgeHub(ChatListener):
     """Owns the configured bridges for one :class:`~pocketping.PocketPing`.
 
     ``lease`` (s): how long a claimed job may run before another worker may take it over;

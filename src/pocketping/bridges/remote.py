@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import BridgeError, PocketPingError
-from ..models import Message, iso
+from ..models import iso
 from .base import Bridge
 
 log = logging.getLogger("pocketping.bridges")
@@ -111,16 +111,10 @@ class RemoteBridge(Bridge):
 
     async def deliver(self, job: dict[str, Any]) -> None:
         kind, sid = job["kind"], job["session_id"]
-        if await self.store.bridge_key_get(f"{self.name}:done:{job['key']}") is not None:
+        found = await self.job_context(job)
+        if found is None:
             return
-        session = await self.pp.storage.get_session(sid)
-        if session is None:
-            return
-        message: Message | None = None
-        if "message_id" in job["payload"]:
-            message = await self.pp.storage.get_message(sid, job["payload"]["message_id"])
-            if message is None:
-                return
+        session, message = found
         event: dict[str, Any] | None = None
         if kind == "open":
             event = {"type": "new_session", "session": session.to_wire()}
@@ -148,7 +142,7 @@ class RemoteBridge(Bridge):
             event = {"type": "session_closed", "sessionId": sid, "session": session.to_wire()}
         if event is not None:
             await self.send_event(event)
-        await self.store.bridge_key_set(f"{self.name}:done:{job['key']}", "1")
+        await self.job_done(job)
 
     # -- operator events from the bridge server ---------------------------------------------
 
@@ -172,7 +166,7 @@ class RemoteBridge(Bridge):
 
     async def _session_id(self, event: Mapping[str, Any]) -> str | None:
         sid = event.get("sessionId")
-        if isinstance(sid, str) and sid and await self.pp.storage.get_session(sid) is not None:
+        if isinstance(sid, str) and await self.pp.chat.find_session(sid) is not None:
             return sid
         return None
 

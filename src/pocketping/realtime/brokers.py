@@ -34,14 +34,15 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..models import from_ms
-from .hub import Broker, Frame
+from ..models import Message, from_ms
+from .hub import Broker, Frame, Hub, message_frame
 
-if TYPE_CHECKING:
-    from ..core import PocketPing
+#: ``await read(session_id, since, limit)``: a session's messages changed after ``since``.
+ReadSince = Callable[[str, datetime, int], Awaitable[list[Message]]]
 
 log = logging.getLogger("pocketping.broker")
 
@@ -52,19 +53,18 @@ NOTIFY_LIMIT = 7900
 _CHANNEL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-async def resync_streams(pp: PocketPing, since: datetime, *, limit: int = 500) -> int:
+async def resync_streams(hub: Hub, read: ReadSince, since: datetime, *, limit: int = 500) -> int:
     """Push to every open session stream of this process the messages changed after ``since``
-    that it has not carried yet. Returns how many sessions were read."""
-    from ..web.stream import _frame
-
-    channels = pp.hub.session_channels()
+    (``await read(session_id, since, limit)``) that it has not carried yet. Returns how many
+    sessions were read."""
+    channels = hub.session_channels()
     gate = asyncio.Semaphore(8)
 
     async def one(session_id: str) -> None:
         async with gate:
-            messages = await pp.storage.get_messages(session_id, after=since, limit=limit)
+            messages = await read(session_id, since, limit)
         if messages:
-            pp.hub.replay(session_id, [_frame(m) for m in messages])
+            hub.replay(session_id, [message_frame(m) for m in messages])
 
     results = await asyncio.gather(*(one(sid) for sid in channels), return_exceptions=True)
     for sid, result in zip(channels, results, strict=True):

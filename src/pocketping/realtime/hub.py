@@ -12,11 +12,13 @@ A :class:`Broker` carries events between processes; see ``pocketping.realtime.br
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from ..models import Message, iso
 from .mailbox import Mailbox
 
 log = logging.getLogger("pocketping.realtime")
@@ -26,6 +28,14 @@ ALL = "*"
 
 #: (JSON text of the ``{"type","data"}`` envelope, SSE event id or None)
 Frame = tuple[str, str | None]
+
+
+def message_frame(message: Message) -> Frame:
+    """The ``message`` push of a message's current state; its event id is the change stamp."""
+    wire = message.to_wire()
+    # A new message's change stamp is its creation stamp: reuse the text.
+    cursor = wire["timestamp"] if message.updated_at in (None, message.created_at) else iso(message.cursor)
+    return json.dumps({"type": "message", "data": wire}, separators=(",", ":"), ensure_ascii=False), cursor
 
 
 #: How many recent event ids a session stream remembers to drop repeats (see ``Hub.replay``).
@@ -145,6 +155,12 @@ class Hub:
                     sub._put(frame)
                 elif not sub.loop.is_closed():
                     sub.loop.call_soon_threadsafe(sub._put, frame)
+
+    def close_channel(self, channel: str) -> None:
+        """End every stream of one session (they catch up from storage when they reconnect)."""
+        for sub in list(self._channels.get(channel, ())):
+            if not sub.loop.is_closed():
+                sub.loop.call_soon_threadsafe(sub.close)
 
     def close_all(self) -> None:
         for subs in list(self._channels.values()):

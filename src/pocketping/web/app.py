@@ -8,16 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import InvalidInput, PocketPingError
-from ..models import Event, iso, parse_time
+from ..models import iso, parse_time
 from ..protocol import (
     CsatRequest,
     EditMessageRequest,
@@ -28,9 +27,9 @@ from ..protocol import (
     TypingRequest,
 )
 from .console import ConsoleSplit, build_console_app, widget_js
-from .fast import VERSION_HEADERS, FastLane, client_ip, connect_call, message_call
-from .parsing import _BadRequest, error, parse
-from .stream import stream_http, stream_ws
+from .fast import VERSION_HEADERS, FastLane
+from .parsing import BadRequest, error_response, parse
+from .stream import stream_http
 from .uploads import upload_routes
 
 if TYPE_CHECKING:
@@ -49,21 +48,8 @@ def query_session_id(request: Request) -> str:
 
 
 def build_asgi_app(pp: PocketPing) -> ASGIApp:
-    # The same code FastLane runs for these two; kept as routes for the inner app alone.
-    async def connect(request: Request) -> Response:
-        ip = client_ip(
-            request.headers.get("x-forwarded-for"),
-            request.headers.get("x-real-ip"),
-            request.client.host if request.client else None,
-        )
-        status, body, headers = await connect_call(
-            pp, await request.body(), request.headers.get("x-pocketping-version"), ip
-        )
-        return JSONResponse(body, status_code=status, headers=headers)
-
-    async def send_message(request: Request) -> Response:
-        status, body, headers = await message_call(pp, await request.body())
-        return JSONResponse(body, status_code=status, headers=headers)
+    # POST /connect, POST /message and WebSocket /stream are answered by FastLane.
+    chat = pp.chat
 
     async def get_messages(request: Request) -> Response:
         sid = query_session_id(request)
@@ -96,9 +82,8 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
 
     async def edit_message(request: Request) -> Response:
         req = await parse(request, EditMessageRequest)
-        content = pp._check_content(req.content.strip())
-        await pp._session(req.sessionId)
-        message = await pp._edit(req.sessionId, request.path_params["message_id"], content, visitor=True)
+        mid = request.path_params["message_id"]
+        message = await chat.edit_message(req.sessionId, mid, req.content.strip(), by_visitor=True)
         assert message.edited_at is not None
         return JSONResponse(
             {"message": {"id": message.id, "content": message.content, "editedAt": iso(message.edited_at)}}
@@ -106,61 +91,41 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
 
     async def delete_message(request: Request) -> Response:
         sid = query_session_id(request)
-        await pp._session(sid)
-        await pp._delete(sid, request.path_params["message_id"], visitor=True)
+        await chat.delete_message(sid, request.path_params["message_id"], by_visitor=True)
         return JSONResponse({"deleted": True})
 
     async def typing(request: Request) -> Response:
         req = await parse(request, TypingRequest)
         if req.sender not in (None, "visitor"):
             raise InvalidInput("sender must be 'visitor'")
-        await pp._visitor_typing(req.sessionId, req.isTyping)
+        await chat.visitor_typing(req.sessionId, req.isTyping)
         return JSONResponse({"ok": True})
 
     async def read(request: Request) -> Response:
         req = await parse(request, ReadRequest)
-        await pp._session(req.sessionId)
-        changed = await pp._mark(req.sessionId, req.messageIds, req.status, senders={"operator", "ai", "system"})
+        changed = await chat.mark_read(req.sessionId, req.messageIds, req.status, by_visitor=True)
         return JSONResponse({"updated": len(changed)})
 
     async def identify(request: Request) -> Response:
         req = await parse(request, IdentifyRequest)
-        uid = req.identity.get("id")
-        if not isinstance(uid, str) or not uid.strip():
-            raise InvalidInput("identity.id is required and must be a non-empty string")
-        session = await pp._session(req.sessionId)
-        session.identity = req.identity
-        await pp.storage.update_session(session)
+        await chat.identify(req.sessionId, req.identity)
         return JSONResponse({"ok": True})
 
     async def prechat(request: Request) -> Response:
         req = await parse(request, PreChatRequest)
-        if not req.email and not req.phone:
-            raise InvalidInput("give an email or a phone number")
-        if req.email and ("@" not in req.email or req.email.startswith("@") or req.email.endswith("@")):
-            raise InvalidInput("email is not a valid address")
-        session = await pp._session(req.sessionId)
-        session.data["prechat"] = req.model_dump(exclude_none=True, exclude={"sessionId"})
-        await pp.storage.update_session(session)
+        await chat.save_prechat(req.sessionId, req.model_dump(exclude_none=True, exclude={"sessionId"}))
         return JSONResponse({"ok": True})
 
     async def csat(request: Request) -> Response:
         req = await parse(request, CsatRequest)
-        session = await pp._session(req.sessionId)
-        if "csat" in session.data:
+        if not await chat.rate(req.sessionId, req.score, req.comment):
             return JSONResponse({"ok": True, "alreadyRated": True})
-        rating: dict[str, Any] = {"score": req.score}
-        if req.comment and req.comment.strip():
-            rating["comment"] = req.comment.strip()
-        session.data["csat"] = rating
-        await pp.storage.update_session(session)
-        await pp._widget_event(session, Event("csat", rating, session_id=session.id))
         return JSONResponse({"ok": True})
 
     async def beacon(request: Request) -> Response:
         # /disconnect and /visibility: sent by sendBeacon, whatever the Content-Type.
         req = await parse(request, SessionOnlyRequest)
-        await pp._session(req.sessionId)
+        await chat.require_session(req.sessionId)
         return JSONResponse({"ok": True})
 
     async def screenshot_requests(request: Request) -> Response:
@@ -177,28 +142,7 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
             }
         )
 
-    async def on_pocketping_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, PocketPingError)
-        if exc.status_code >= 500:
-            log.error("request failed: %s", exc, exc_info=exc)
-        return error(exc.status_code, exc.code, str(exc))
-
-    async def on_bad_request(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, _BadRequest)
-        return exc.response
-
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error(exc.status_code, code, exc.detail)
-
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error(500, "internal_error", "the server failed to handle this request")
-
     routes = [
-        Route("/connect", connect, methods=["POST"]),
-        Route("/message", send_message, methods=["POST"]),
         Route("/message/{message_id}", edit_message, methods=["PATCH"]),
         Route("/message/{message_id}", delete_message, methods=["DELETE"]),
         Route("/messages", get_messages, methods=["GET"]),
@@ -213,39 +157,37 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
         Route("/health", health, methods=["GET"]),
         Route("/widget.js", widget_js, methods=["GET"]),
         Route("/stream", stream_http(pp), methods=["GET"]),
-        WebSocketRoute("/stream", stream_ws(pp)),
         *upload_routes(pp),
-        *(pp._bridges.routes() if pp._bridges is not None else []),
+        *(pp.bridge_hub.routes() if pp.bridge_hub is not None else []),
     ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            PocketPingError: error_response,
+            BadRequest: error_response,
+            HTTPException: error_response,
+            Exception: error_response,
+        },
+        lifespan=pp.lifespan,
+    )
+    # One CORS layer for the fast lane and the routes; the console is dispatched before it:
+    # only same-origin pages may read it.
     origins = pp.allowed_origins
     cors: dict[str, Any] = (
         {"allow_origin_regex": ".*"}
         if origins == "*"
         else {"allow_origins": [origins] if isinstance(origins, str) else list(origins)}
     )
-    app = Starlette(
-        routes=routes,
-        middleware=[
-            Middleware(
-                CORSMiddleware,
-                allow_credentials=True,
-                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-                allow_headers=["Content-Type", "X-PocketPing-Version"],
-                expose_headers=VERSION_HEADERS,
-                max_age=86400,
-                **cors,
-            )
-        ],
-        exception_handlers={
-            PocketPingError: on_pocketping_error,
-            _BadRequest: on_bad_request,
-            HTTPException: on_http_error,
-            Exception: on_unexpected,
-        },
-        lifespan=pp.lifespan,
+    widget = CORSMiddleware(
+        FastLane(pp, app),
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Content-Type", "X-PocketPing-Version"],
+        expose_headers=VERSION_HEADERS,
+        max_age=86400,
+        **cors,
     )
-    # The console is dispatched outside the CORS middleware: only same-origin pages may read it.
-    return _LazyStart(pp, FastLane(pp, ConsoleSplit(build_console_app(pp), app), origins))
+    return _LazyStart(pp, ConsoleSplit(build_console_app(pp), widget))
 
 
 class _LazyStart:
@@ -256,6 +198,6 @@ class _LazyStart:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan" and not self.pp._started:
+        if scope["type"] != "lifespan" and not self.pp.started:
             await self.pp.start()
         await self.app(scope, receive, send)

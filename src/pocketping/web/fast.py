@@ -1,28 +1,26 @@
-"""The widget's two hottest calls, ``POST /connect`` and ``POST /message``, answered
-straight from ASGI.
+"""The widget's two hottest calls, ``POST /connect`` and ``POST /message``, and its WebSocket
+``/stream``, answered straight from ASGI.
 
 Every page view makes a ``/connect`` and every visitor message a ``/message``; going through
-Starlette's router, exception layers, CORS middleware and ``Request`` / ``JSONResponse``
-objects costs more than the work itself. :class:`FastLane` answers exactly these two (same
-logic as their Starlette routes, which stay for anyone running the inner app directly),
-with the same CORS headers and JSON errors, and hands everything else on unchanged.
+Starlette's router, exception layers and ``Request`` / ``JSONResponse`` objects costs more
+than the work itself. :class:`FastLane` answers exactly these (they have no Starlette route),
+with the JSON errors of :func:`~pocketping.web.parsing.error_of`, and hands everything else to
+the Starlette app. CORS is one layer in front of both (see ``app.py``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
-from ..errors import PocketPingError
 from ..models import iso
 from ..protocol import ConnectRequest, SendMessageRequest
 from .console import route_path
-from .parsing import MAX_BODY, BadRequest, parse_body
+from .parsing import MAX_BODY, BadRequest, error_of, parse_body
 from .stream import stream_ws
 from .versions import version_headers
 
@@ -39,7 +37,6 @@ VERSION_HEADERS = (
     "X-PocketPing-Latest-Version",
     "X-PocketPing-Version-Message",
 )
-_EXPOSE = ", ".join(VERSION_HEADERS).encode()
 
 
 def client_ip(forwarded_for: str | None, real_ip: str | None, peer: str | None) -> str | None:
@@ -59,7 +56,7 @@ async def connect_call(pp: PocketPing, body: bytes, widget_version: str | None, 
     metadata = dict(req.metadata)
     if ip:
         metadata["ip"] = ip
-    session, _created, messages = await pp._connect(req.visitorId, req.sessionId, metadata, req.identity)
+    session, _created, messages = await pp.chat.connect(req.visitorId, req.sessionId, metadata, req.identity)
     out: dict[str, Any] = {
         "sessionId": session.id,
         "visitorId": req.visitorId,
@@ -88,7 +85,7 @@ async def connect_call(pp: PocketPing, body: bytes, widget_version: str | None, 
 
 async def message_call(pp: PocketPing, body: bytes) -> Result:
     req = parse_body(body, SendMessageRequest)
-    message = await pp._visitor_message(req.sessionId, req.content, req.attachmentIds, req.replyTo)
+    message = await pp.chat.visitor_message(req.sessionId, req.content, req.attachmentIds, req.replyTo)
     out: dict[str, Any] = {"messageId": message.id, "timestamp": iso(message.created_at)}
     if message.attachments:
         out["attachments"] = [a.to_wire() for a in message.attachments]
@@ -96,20 +93,21 @@ async def message_call(pp: PocketPing, body: bytes) -> Result:
 
 
 class FastLane:
-    def __init__(self, pp: PocketPing, app: ASGIApp, allowed_origins: Sequence[str] | str) -> None:
+    def __init__(self, pp: PocketPing, app: ASGIApp) -> None:
         self.pp = pp
         self.app = app
-        # WebSocket /stream goes straight to its endpoint too: a stream lives for hours, and
-        # every layer it passes through keeps a frame alive for that long.
+        # A stream lives for hours, and every layer it passes through keeps a frame alive
+        # for that long.
         self.ws_endpoint = stream_ws(pp)
-        self.any_origin = allowed_origins == "*"
-        self.origins = frozenset([allowed_origins] if isinstance(allowed_origins, str) else allowed_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http":
             path = route_path(scope)
             if path == "/connect" or path == "/message":
-                await self._answer(path, scope, receive, send)
+                if scope["method"] == "POST":
+                    await self._answer(path, scope, receive, send)
+                else:
+                    await _reply(send, 405, {"error": "method_not_allowed", "detail": "Method Not Allowed"}, ALLOW)
                 return
         elif scope["type"] == "websocket" and route_path(scope) == "/stream":
             await self._stream(scope, receive, send)
@@ -126,11 +124,9 @@ class FastLane:
                 await ws.close(code=1011)
 
     async def _answer(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
-        origin = version = forwarded = real_ip = None
+        version = forwarded = real_ip = None
         for name, value in scope["headers"]:
-            if name == b"origin":
-                origin = value.decode("latin-1")
-            elif name == b"x-pocketping-version":
+            if name == b"x-pocketping-version":
                 version = value.decode("latin-1")
             elif name == b"x-forwarded-for":
                 forwarded = value.decode("latin-1")
@@ -144,32 +140,22 @@ class FastLane:
                 status, payload, extra = await connect_call(self.pp, body, version, ip)
             else:
                 status, payload, extra = await message_call(self.pp, body)
-        except BadRequest as exc:
-            status, payload, extra = exc.status, {"error": exc.code, "detail": exc.detail}, {}
-        except PocketPingError as exc:
-            if exc.status_code >= 500:
-                log.error("request failed: %s", exc, exc_info=exc)
-            status, payload, extra = exc.status_code, {"error": exc.code, "detail": str(exc)}, {}
-        except Exception:
-            log.exception("unexpected error on POST %s", path)
-            status, payload, extra = (
-                500,
-                {"error": "internal_error", "detail": "the server failed to handle this request"},
-                {},
-            )
-        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-        for key, value in extra.items():
-            headers.append((key.lower().encode("latin-1"), value.encode("latin-1")))
-        if origin is not None and (self.any_origin or origin in self.origins):
-            headers += [
-                (b"access-control-allow-origin", origin.encode("latin-1")),
-                (b"access-control-allow-credentials", b"true"),
-                (b"access-control-expose-headers", _EXPOSE),
-                (b"vary", b"Origin"),
-            ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
+        except Exception as exc:
+            status, payload = error_of(exc, f"POST {path}")
+            extra = {}
+        await _reply(send, status, payload, extra)
+
+
+ALLOW = {"Allow": "POST"}
+
+
+async def _reply(send: Send, status: int, payload: dict[str, Any], extra: dict[str, str]) -> None:
+    data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    for key, value in extra.items():
+        headers.append((key.lower().encode("latin-1"), value.encode("latin-1")))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -1,12 +1,19 @@
-"""Request parsing and JSON errors shared by the endpoints."""
+"""Request parsing and JSON errors: the one place every endpoint (Starlette routes and the
+fast lane alike) turns an exception into ``{"error": <code>, "detail": ...}`` with its status."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+from ..errors import PocketPingError
+
+log = logging.getLogger("pocketping.web")
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -15,6 +22,27 @@ MAX_BODY = 256 * 1024
 
 def error(status: int, code: str, detail: Any) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+
+def error_of(exc: Exception, where: str) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body answering ``exc`` (``where``: the request, for the log)."""
+    if isinstance(exc, BadRequest):
+        return exc.status, {"error": exc.code, "detail": exc.detail}
+    if isinstance(exc, PocketPingError):
+        if exc.status_code >= 500:
+            log.error("request failed: %s", exc, exc_info=exc)
+        return exc.status_code, {"error": exc.code, "detail": str(exc)}
+    if isinstance(exc, HTTPException):
+        code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return exc.status_code, {"error": code, "detail": exc.detail}
+    log.error("unexpected error on %s", where, exc_info=exc)
+    return 500, {"error": "internal_error", "detail": "the server failed to handle this request"}
+
+
+async def error_response(request: Request, exc: Exception) -> JSONResponse:
+    """A Starlette exception handler built on :func:`error_of`."""
+    status, body = error_of(exc, f"{request.method} {request.url.path}")
+    return JSONResponse(body, status_code=status)
 
 
 async def parse(request: Request, model: type[M]) -> M:
@@ -43,10 +71,3 @@ class BadRequest(Exception):
     def __init__(self, status: int, code: str, detail: Any) -> None:
         super().__init__(code)
         self.status, self.code, self.detail = status, code, detail
-
-    @property
-    def response(self) -> JSONResponse:
-        return error(self.status, self.code, self.detail)
-
-
-_BadRequest = BadRequest

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from datetime import UTC, datetime, timedelta
@@ -26,8 +25,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..errors import InvalidInput
-from ..models import Event, Message, iso, parse_time
+from ..models import Message, parse_time
 from ..protocol import WidgetEventData, WidgetFrame
+from ..realtime.hub import message_frame
 
 if TYPE_CHECKING:
     from ..core import PocketPing
@@ -42,11 +42,6 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
     "Connection": "keep-alive",
 }
-
-
-def _frame(message: Message) -> tuple[str, str]:
-    text = json.dumps({"type": "message", "data": message.to_wire()}, separators=(",", ":"), ensure_ascii=False)
-    return text, iso(message.cursor)
 
 
 def _cursor(value: str | None) -> datetime | None:
@@ -70,10 +65,10 @@ def stream_http(pp: PocketPing) -> Callable[[Request], Awaitable[Response]]:
         if not sid:
             raise InvalidInput("query parameter sessionId is required")
         after = _cursor(request.query_params.get("after") or request.headers.get("last-event-id"))
-        await pp._session(sid)
+        await pp.chat.require_session(sid)
         sub = pp.hub.subscribe(sid)
         try:
-            missed = await pp.storage.get_messages(sid, after=after) if after else []
+            missed = await pp.chat.catch_up(sid, after) if after else []
         except BaseException:
             pp.hub.unsubscribe(sub)
             raise
@@ -86,7 +81,7 @@ async def _sse_body(pp: PocketPing, sub: Subscriber, missed: list[Message]) -> A
     try:
         yield "retry: 3000\n: connected\n\n"
         for m in missed:
-            text, eid = _frame(m)
+            text, eid = message_frame(m)
             sub.note(eid)  # a later broker resync skips it
             yield f"id: {eid}\ndata: {text}\n\n"
         queue = sub.queue
@@ -112,7 +107,7 @@ def stream_ws(pp: PocketPing) -> Callable[[WebSocket], Awaitable[None]]:
             await ws.close(code=1008, reason="invalid after")
             return
         # Only whether it exists: the stream keeps no copy of the session while it stays open.
-        if not sid or await pp.storage.get_session(sid) is None:
+        if not sid or await pp.chat.find_session(sid) is None:
             await ws.close(code=1008, reason="unknown session")
             return
         await ws.accept()
@@ -179,9 +174,9 @@ class _WSSender:
         """What the client may have missed: since ``after``, or the last two minutes."""
         try:
             since = after or datetime.now(UTC) - REPLAY_WINDOW
-            missed = await pp.storage.get_messages(self.sub.channel, after=since, limit=None if after else REPLAY_LIMIT)
+            missed = await pp.chat.catch_up(self.sub.channel, since, None if after else REPLAY_LIMIT)
             for m in missed:
-                text, eid = _frame(m)
+                text, eid = message_frame(m)
                 self.sub.note(eid)  # a later broker resync skips it
                 await self.ws.send_text(text)
         except Exception as exc:  # the socket went away: the receive loop will see it
@@ -249,11 +244,8 @@ async def _on_widget_frame(pp: PocketPing, session_id: str, text: str) -> None:
     except ValidationError:
         log.info("ignored a malformed event from session %s", session_id, extra={"session_id": session_id})
         return
-    stamp = datetime.now(UTC)
+    stamp = None
     if data.timestamp:
         with contextlib.suppress(ValueError):
             stamp = parse_time(data.timestamp)
-    session = await pp.storage.get_session(session_id)
-    if session is None:
-        return
-    await pp._widget_event(session, Event(data.name, data.data or {}, stamp, session_id))
+    await pp.chat.widget_event(session_id, data.name, data.data or {}, stamp)

@@ -4,35 +4,22 @@ and ``GET /attachments/{id}`` to read them back."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-from pydantic import Field, StringConstraints
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import InvalidInput
-from ..files import INLINE_TYPES, attachment_from_meta
+from ..files import INLINE_TYPES
 from ..models import iso
-from ..protocol import Id, _In
+from ..protocol import CompleteRequest, UploadRequest
 from .parsing import parse
 
 if TYPE_CHECKING:
     from ..core import PocketPing
 
 UPLOAD_TTL = timedelta(minutes=15)
-
-
-class UploadRequest(_In):
-    sessionId: Id
-    filename: Annotated[str, StringConstraints(min_length=1, max_length=255)]
-    mimeType: Annotated[str, StringConstraints(min_length=1, max_length=255)] = "application/octet-stream"
-    size: Annotated[int, Field(strict=True, ge=1)]
-
-
-class CompleteRequest(_In):
-    sessionId: Id
-    attachmentId: Id
 
 
 def _base(request: Request) -> str:
@@ -44,8 +31,7 @@ def _base(request: Request) -> str:
 def upload_routes(pp: PocketPing) -> list[Route]:
     async def start(request: Request) -> Response:
         req = await parse(request, UploadRequest)
-        await pp._session(req.sessionId)
-        meta = await pp.files.create(req.sessionId, req.filename, req.mimeType.lower(), req.size)
+        meta = await pp.chat.start_upload(req.sessionId, req.filename, req.mimeType, req.size)
         expires = datetime.now(UTC) + UPLOAD_TTL
         return JSONResponse(
             {
@@ -70,13 +56,9 @@ def upload_routes(pp: PocketPing) -> list[Route]:
 
     async def complete(request: Request) -> Response:
         req = await parse(request, CompleteRequest)
-        meta = await pp.files.meta(req.attachmentId)
-        if meta is None or meta["session_id"] != req.sessionId:
-            raise InvalidInput(f"no upload {req.attachmentId!r} in this session")
-        meta = await pp.files.complete(req.attachmentId)
-        meta["url"] = f"{_base(request)}/attachments/{meta['id']}"
-        pp.files._write_meta(meta)
-        return JSONResponse(attachment_from_meta(meta, meta["url"]).to_wire())
+        url = f"{_base(request)}/attachments/{req.attachmentId}"
+        attachment = await pp.chat.complete_upload(req.sessionId, req.attachmentId, url)
+        return JSONResponse(attachment.to_wire())
 
     async def download(request: Request) -> Response:
         attachment_id = request.path_params["attachment_id"]

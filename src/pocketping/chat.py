@@ -1,0 +1,584 @@
+"""The chat service: every conversation operation, visitor side and operator side, once.
+
+Every entry point is a thin caller of :class:`ChatService`: the widget's HTTP routes and
+streams (``web/``), the operator console, the bridges' inbound paths, the bridge server and
+``PocketPing``'s own API (and through it ``pp.sync``). Each operation validates its input,
+stores first, then tells the rest of the world, in this order:
+
+1. the session's open streams, on this process and through the broker on every other;
+2. the :class:`ChatListener` objects (the bridges' outbox), awaited: queued work is durable
+   before the caller is answered;
+3. the user's hooks, queued on the session's lane (:mod:`pocketping.hooks`).
+
+Policy that later applies to every entry point (limits, bans, identity checks) belongs here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from .errors import Forbidden, InvalidInput, MessageNotFound, SessionNotFound, StorageCapabilityError
+from .files import attachment_from_meta
+from .hooks import HookRunner
+from .models import SENDERS, Attachment, Event, Message, Session, iso, new_id, parse_time
+from .realtime.hub import ALL, Broker, Hub, message_frame
+from .storage.base import STAMP, BaseStorage
+
+log = logging.getLogger("pocketping")
+
+OPERATOR_TYPES = ("operator", "ai", "system")
+#: Senders whose messages a visitor may mark read (their own are marked by operators).
+VISITOR_READS = frozenset(OPERATOR_TYPES)
+TYPING_TTL = 5.0
+VISITOR_TYPING_INTERVAL = 2.0
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON text, as pushed to streams."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+class Connection(NamedTuple):
+    """What :meth:`ChatService.connect` found or made."""
+
+    session: Session
+    created: bool
+    messages: list[Message]
+
+
+class ChatListener:
+    """Told about each stored change, after it is stored and before the caller is answered.
+
+    The bridges' outbox is one; subclasses override what they need. ``source`` names the
+    bridge a change came from, so that it is not echoed back there.
+    """
+
+    async def session_started(self, session: Session) -> None:
+        pass
+
+    async def visitor_message(self, session: Session, message: Message, reopened: bool = False) -> None:
+        pass
+
+    async def operator_message(self, message: Message) -> None:
+        pass
+
+    async def message_changed(self, message: Message) -> None:
+        pass
+
+    async def session_closed(self, session: Session, skip: str | None = None) -> None:
+        pass
+
+
+class ChatService:
+    """Conversations: sessions, messages, receipts, typing, presence, events.
+
+    ``files`` is the attachment store (:class:`~pocketping.files.LocalFileStore` or one with
+    its methods); ``max_message_length`` bounds every message text.
+    """
+
+    def __init__(
+        self,
+        storage: BaseStorage,
+        *,
+        files: Any,
+        hooks: HookRunner | None = None,
+        hub: Hub | None = None,
+        broker: Broker | None = None,
+        max_message_length: int = 4000,
+    ) -> None:
+        if max_message_length < 1:
+            raise InvalidInput("max_message_length must be at least 1")
+        self.storage = storage
+        self.files = files
+        self.hooks = hooks or HookRunner()
+        self.hub = hub or Hub()
+        self.broker = broker
+        self.max_message_length = max_message_length
+        self.listeners: list[ChatListener] = []
+        self.operator_online = False
+        #: Seconds after which operator typing dots clear by themselves.
+        self.typing_ttl = TYPING_TTL
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._typing_timers: dict[str, asyncio.TimerHandle] = {}
+        self._visitor_typing_at: dict[str, float] = {}
+
+    # -- fan-out ----------------------------------------------------------------------------
+
+    def publish(self, session_id: str | None, type: str, data: dict[str, Any], event_id: str | None = None) -> None:
+        """Push ``{"type", "data"}`` to the session's open streams (``None``: all streams),
+        on this process and, through the broker, on every other."""
+        if self.broker is None and not self.hub.listening(session_id):
+            return  # nobody to tell: skip serialising
+        frame = (dumps({"type": type, "data": data}), event_id)
+        self.hub.deliver(session_id, frame)
+        if self.broker is not None:
+            self._spawn(self.broker.publish(session_id, frame))
+
+    def publish_message(self, message: Message) -> None:
+        if self.broker is None and not self.hub.listening(message.session_id):
+            return
+        frame = message_frame(message)
+        self.hub.deliver(message.session_id, frame)
+        if self.broker is not None:
+            self._spawn(self.broker.publish(message.session_id, frame))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Wait (up to ``timeout``) for broker publishes still in flight; used at shutdown."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+    def stop(self) -> None:
+        """Cancel typing timers (shutdown)."""
+        for timer in self._typing_timers.values():
+            timer.cancel()
+        self._typing_timers.clear()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def find_session(self, session_id: str) -> Session | None:
+        """The session, or None."""
+        if not isinstance(session_id, str) or not session_id:
+            return None
+        return await self.storage.get_session(session_id)
+
+    async def get_session(self, session_id: str) -> Session:
+        """The session, or :class:`SessionNotFound`."""
+        if not isinstance(session_id, str) or not session_id:
+            raise InvalidInput("session_id must be a non-empty string")
+        session = await self.storage.get_session(session_id)
+        if session is None:
+            raise SessionNotFound(session_id)
+        return session
+
+    async def require_session(self, session_id: str) -> None:
+        """:class:`SessionNotFound` unless the session exists (without building it)."""
+        if not isinstance(session_id, str) or not session_id:
+            raise InvalidInput("session_id must be a non-empty string")
+        if not await self.storage.has_session(session_id):
+            raise SessionNotFound(session_id)
+
+    async def list_sessions(self, *, limit: int | None = 100, include_closed: bool = False) -> list[Session]:
+        if limit is not None and limit < 1:
+            raise InvalidInput("limit must be a positive integer or None")
+        return await self.storage.list_sessions(limit=limit, include_closed=include_closed)
+
+    async def get_messages(
+        self, session_id: str, *, after: datetime | str | None = None, limit: int | None = None
+    ) -> list[Message]:
+        """Oldest first; ``after``: only those created or changed after it, in change order."""
+        await self.require_session(session_id)
+        cursor = None
+        if after is not None:
+            try:
+                cursor = parse_time(after)
+            except ValueError as exc:
+                raise InvalidInput(f"after: {exc}") from None
+        if limit is not None and limit < 1:
+            raise InvalidInput("limit must be a positive integer or None")
+        return await self.storage.get_messages(session_id, after=cursor, limit=limit)
+
+    async def catch_up(self, session_id: str, after: datetime | None, limit: int | None = None) -> list[Message]:
+        """What a stream of an existing session missed since ``after`` (no existence check)."""
+        return await self.storage.get_messages(session_id, after=after, limit=limit)
+
+    async def get_message(self, session_id: str, message_id: str) -> Message | None:
+        return await self.storage.get_message(session_id, message_id)
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    async def connect(
+        self,
+        visitor_id: str,
+        session_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        identity: dict[str, Any] | None = None,
+    ) -> Connection:
+        """Resume the visitor's session (by id, else by visitor id) or start one."""
+        session = None
+        if session_id:
+            session = await self.storage.get_session(session_id)
+        if session is None:
+            session = await self.storage.find_session_by_visitor(visitor_id)
+        if session is not None:
+            if _merge(session, metadata, identity):
+                await self._save_session(session)
+            return Connection(session, False, await self.storage.get_messages(session.id))
+        now = datetime.now(UTC)
+        session = Session(
+            id=new_id("sess"),
+            visitor_id=visitor_id,
+            created_at=now,
+            last_activity=now,
+            metadata=dict(metadata or {}),
+            identity=identity or None,
+        )
+        await self.storage.create_session(session)
+        await self._started(session)
+        return Connection(session, True, [])
+
+    async def mirror_session(self, incoming: Session) -> Session:
+        """Record a session another PocketPing created (the bridge server's copy, same id);
+        later copies merge their metadata and identity like a resume."""
+        session = await self.storage.get_session(incoming.id)
+        if session is None:
+            await self.storage.create_session(incoming)
+            await self._started(incoming)
+            return incoming
+        if _merge(session, incoming.metadata, incoming.identity):
+            await self._save_session(session)
+        return session
+
+    async def _started(self, session: Session) -> None:
+        for listener in self.listeners:
+            await listener.session_started(session)
+        self.hooks.dispatch("session_start", session.id, session)
+
+    async def identify(self, session_id: str, identity: dict[str, Any]) -> Session:
+        """Attach what the site knows of the visitor (``id`` required, then email, name, …)."""
+        uid = identity.get("id") if isinstance(identity, dict) else None
+        if not isinstance(uid, str) or not uid.strip():
+            raise InvalidInput("identity.id is required and must be a non-empty string")
+        session = await self.get_session(session_id)
+        session.identity = identity
+        await self.storage.update_session(session)
+        return session
+
+    async def save_prechat(self, session_id: str, data: dict[str, Any]) -> Session:
+        """Store the pre-chat form's answers (an email or a phone number at least)."""
+        email, phone = data.get("email"), data.get("phone")
+        if not email and not phone:
+            raise InvalidInput("give an email or a phone number")
+        if email and ("@" not in email or email.startswith("@") or email.endswith("@")):
+            raise InvalidInput("email is not a valid address")
+        session = await self.get_session(session_id)
+        session.data["prechat"] = data
+        await self.storage.update_session(session)
+        return session
+
+    async def rate(self, session_id: str, score: int, comment: str | None = None) -> bool:
+        """Store the visitor's satisfaction rating (once); False if it was already rated."""
+        session = await self.get_session(session_id)
+        if "csat" in session.data:
+            return False
+        rating: dict[str, Any] = {"score": score}
+        if comment and comment.strip():
+            rating["comment"] = comment.strip()
+        session.data["csat"] = rating
+        await self.storage.update_session(session)
+        await self._widget_event(session, Event("csat", rating, session_id=session.id))
+        return True
+
+    async def close_session(self, session_id: str, *, source: str | None = None) -> Session:
+        """Mark the session closed and announce it (event ``session_closed``); ``source``: the
+        bridge the close came from, which is not told again."""
+        session = await self.get_session(session_id)
+        if session.status != "closed":
+            session.status = "closed"
+            session.closed_at = datetime.now(UTC)
+            await self.storage.update_session(session)
+            for listener in self.listeners:
+                await listener.session_closed(session, skip=source)
+        self._stop_typing(session_id)
+        event = Event("session_closed", {"sessionId": session_id}, session_id=session_id)
+        self.publish(session_id, "event", event.to_wire())
+        return session
+
+    async def reopen_session(self, session: Session) -> bool:
+        """Mark a closed session active again (a visitor wrote); False if it was not closed."""
+        if session.status != "closed":
+            return False
+        session.status = "active"
+        session.closed_at = None
+        await self._save_session(session)
+        return True
+
+    async def _save_session(self, session: Session) -> None:
+        try:
+            await self.storage.update_session(session)
+        except StorageCapabilityError as exc:
+            log.debug("session %s not updated: %s", session.id, exc)
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def check_content(self, content: Any, *, allow_empty: bool = False) -> str:
+        """The message text if it is acceptable, else :class:`InvalidInput` saying why."""
+        if not isinstance(content, str):
+            raise InvalidInput(f"content must be a string, not {type(content).__name__}")
+        if not allow_empty and not content.strip():
+            raise InvalidInput("content must not be empty")
+        if len(content) > self.max_message_length:
+            raise InvalidInput(f"content is {len(content)} characters long; the limit is {self.max_message_length}")
+        return content
+
+    async def visitor_message(
+        self,
+        session_id: str,
+        content: str,
+        attachment_ids: Sequence[str] = (),
+        reply_to: str | None = None,
+    ) -> Message:
+        """Store a message from the visitor (reopening a closed session) and relay it."""
+        self.check_content(content, allow_empty=bool(attachment_ids))
+        if not content.strip() and not attachment_ids:
+            raise InvalidInput("content must not be empty")
+        session = await self.get_session(session_id)
+        attachments = await self._attachments(session_id, attachment_ids) if attachment_ids else []
+        message = Message(
+            id=new_id("msg"),
+            session_id=session_id,
+            content=content,
+            sender="visitor",
+            created_at=datetime.now(UTC),
+            reply_to=reply_to,
+            attachments=attachments,
+        )
+        message = await self.storage.save_message(session_id, message)
+        self.publish_message(message)
+        await self._visitor_message_stored(session, message)
+        return message
+
+    async def _visitor_message_stored(self, session: Session, message: Message) -> None:
+        reopened = session.status == "closed"
+        for listener in self.listeners:
+            await listener.visitor_message(session, message, reopened=reopened)
+        if reopened:
+            await self.reopen_session(session)
+        self.hooks.dispatch("message", session.id, session, message)
+
+    async def send_message(
+        self,
+        session_id: str,
+        content: Any,
+        *,
+        type: str = "operator",
+        reply_to: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Message:
+        """Store a message from the operator side (operator, ai or system) and push it."""
+        if type not in OPERATOR_TYPES:
+            raise InvalidInput(f"type must be one of {', '.join(OPERATOR_TYPES)}, not {type!r}")
+        content = self.check_content(content)
+        await self.require_session(session_id)
+        message = Message(
+            id=new_id("msg"),
+            session_id=session_id,
+            content=content,
+            sender=type,
+            created_at=datetime.now(UTC),
+            reply_to=reply_to,
+            metadata=dict(metadata or {}),
+        )
+        message = await self.storage.save_message(session_id, message)
+        self._stop_typing(session_id, announce=False)
+        self.publish_message(message)
+        for listener in self.listeners:
+            await listener.operator_message(message)
+        return message
+
+    async def mirror_message(self, session: Session, incoming: Message) -> Message | None:
+        """Record a message another PocketPing stored (same id; the bridge server's copy).
+        None if it is already here (a retried delivery)."""
+        if await self.storage.get_message(session.id, incoming.id) is not None:
+            return None
+        incoming.session_id = session.id
+        message = await self.storage.save_message(session.id, incoming)
+        self.publish_message(message)
+        if message.sender == "visitor":
+            await self._visitor_message_stored(session, message)
+        else:
+            for listener in self.listeners:
+                await listener.operator_message(message)
+        return message
+
+    async def _attachments(self, session_id: str, attachment_ids: Sequence[str]) -> list[Attachment]:
+        found = []
+        for attachment_id in dict.fromkeys(attachment_ids):
+            meta = await self.files.meta(attachment_id)
+            if meta is None or meta["session_id"] != session_id or meta["status"] != "ready":
+                raise InvalidInput(f"attachment {attachment_id!r} is not an uploaded file of this session")
+            found.append(attachment_from_meta(meta, meta.get("url", "")))
+        return found
+
+    async def edit_message(
+        self, session_id: str, message_id: str, content: Any, *, by_visitor: bool = False
+    ) -> Message:
+        """Change a message's text (``by_visitor``: only the visitor's own, not deleted)."""
+        content = self.check_content(content)
+        message = await self._changeable(session_id, message_id, by_visitor, "edit")
+        if message.deleted_at is not None:
+            raise Forbidden("a deleted message cannot be edited")
+        updated = await self.storage.update_message(session_id, message_id, {"content": content, "edited_at": STAMP})
+        if updated is None:
+            raise MessageNotFound(message_id)
+        assert updated.edited_at is not None
+        data = {
+            "messageId": message_id,
+            "content": content,
+            "editedAt": iso(updated.edited_at),
+            "sessionId": session_id,
+        }
+        self.publish(session_id, "message_edited", data, iso(updated.cursor))
+        await self._changed(updated)
+        return updated
+
+    async def delete_message(self, session_id: str, message_id: str, *, by_visitor: bool = False) -> Message:
+        """Soft-delete a message (``by_visitor``: only the visitor's own). Deleting twice is a no-op."""
+        message = await self._changeable(session_id, message_id, by_visitor, "delete")
+        if message.deleted_at is not None:
+            return message
+        updated = await self.storage.update_message(session_id, message_id, {"deleted_at": STAMP})
+        if updated is None:
+            raise MessageNotFound(message_id)
+        assert updated.deleted_at is not None
+        data = {"messageId": message_id, "deletedAt": iso(updated.deleted_at), "sessionId": session_id}
+        self.publish(session_id, "message_deleted", data, iso(updated.cursor))
+        await self._changed(updated)
+        return updated
+
+    async def _changeable(self, session_id: str, message_id: str, by_visitor: bool, verb: str) -> Message:
+        await self.require_session(session_id)
+        message = await self.storage.get_message(session_id, message_id)
+        if message is None:
+            raise MessageNotFound(message_id)
+        if by_visitor and message.sender != "visitor":
+            raise Forbidden(f"visitors can only {verb} their own messages")
+        return message
+
+    async def _changed(self, message: Message) -> None:
+        for listener in self.listeners:
+            await listener.message_changed(message)
+
+    async def mark_read(
+        self, session_id: str, message_ids: Iterable[str], status: str = "read", *, by_visitor: bool = False
+    ) -> list[Message]:
+        """Mark messages ``read`` or ``delivered`` (``by_visitor``: only the operator side's)
+        and push one receipt. Returns the messages that changed."""
+        if status not in ("read", "delivered"):
+            raise InvalidInput("status must be 'read' or 'delivered'")
+        await self.require_session(session_id)
+        senders = VISITOR_READS if by_visitor else SENDERS
+        field = "read_at" if status == "read" else "delivered_at"
+        changed: list[Message] = []
+        for mid in dict.fromkeys(message_ids):
+            message = await self.storage.get_message(session_id, mid)
+            if message is None or message.sender not in senders:
+                continue
+            if message.status == "read" or (status == "delivered" and message.status == "delivered"):
+                continue
+            updated = await self.storage.update_message(session_id, mid, {"status": status, field: STAMP})
+            if updated is not None:
+                changed.append(updated)
+        if changed:
+            at = getattr(changed[-1], field)
+            data: dict[str, Any] = {
+                "messageIds": [m.id for m in changed],
+                "status": status,
+                "sessionId": session_id,
+                ("readAt" if status == "read" else "deliveredAt"): iso(at),
+            }
+            self.publish(session_id, "read", data, iso(changed[-1].cursor))
+        return changed
+
+    # -- uploads ----------------------------------------------------------------------------
+
+    async def start_upload(self, session_id: str, filename: str, mime_type: str, size: int) -> dict[str, Any]:
+        """Reserve an attachment of the session; returns its metadata (``id`` among it)."""
+        await self.require_session(session_id)
+        meta: dict[str, Any] = await self.files.create(session_id, filename, mime_type.lower(), size)
+        return meta
+
+    async def complete_upload(self, session_id: str, attachment_id: str, url: str) -> Attachment:
+        """Mark an uploaded attachment ready, reachable at ``url``."""
+        meta = await self.files.meta(attachment_id)
+        if meta is None or meta["session_id"] != session_id:
+            raise InvalidInput(f"no upload {attachment_id!r} in this session")
+        meta = await self.files.complete(attachment_id, url=url)
+        return attachment_from_meta(meta, url)
+
+    # -- typing, presence, events -----------------------------------------------------------
+
+    async def visitor_typing(self, session_id: str, is_typing: bool) -> None:
+        """Tell operators the visitor is typing (at most every 2 s while it goes on)."""
+        await self.require_session(session_id)
+        now = time.monotonic()
+        if is_typing and now - self._visitor_typing_at.get(session_id, 0.0) < VISITOR_TYPING_INTERVAL:
+            return
+        self._visitor_typing_at[session_id] = now if is_typing else 0.0
+        # Widgets ignore visitor typing; the console and bridges use it.
+        self.publish(ALL, "typing", {"isTyping": is_typing, "sender": "visitor", "sessionId": session_id})
+
+    async def operator_typing(self, session_id: str, is_typing: bool = True, *, sender: str = "operator") -> None:
+        """Show (or hide) the typing dots in the visitor's widget; they clear by themselves
+        after 5 s or when a message is sent."""
+        if sender not in ("operator", "ai"):
+            raise InvalidInput("sender must be 'operator' or 'ai'")
+        await self.require_session(session_id)
+        self._stop_typing(session_id, announce=False)
+        self.publish(session_id, "typing", {"isTyping": is_typing, "sender": sender, "sessionId": session_id})
+        if is_typing:
+            loop = asyncio.get_running_loop()
+            self._typing_timers[session_id] = loop.call_later(self.typing_ttl, self._stop_typing, session_id)
+
+    def _stop_typing(self, session_id: str, announce: bool = True) -> None:
+        timer = self._typing_timers.pop(session_id, None)
+        if timer is not None:
+            timer.cancel()
+            if announce:
+                self.publish(session_id, "typing", {"isTyping": False, "sender": "operator", "sessionId": session_id})
+
+    async def set_operator_online(self, online: bool) -> None:
+        """Operator presence, pushed to every open widget."""
+        self.operator_online = bool(online)
+        self.publish(None, "presence", {"online": self.operator_online})
+
+    async def widget_event(
+        self, session_id: str, name: str, data: dict[str, Any] | None = None, timestamp: datetime | None = None
+    ) -> Event | None:
+        """A custom event from the widget: to the console and ``on_event``. None if the
+        session is gone."""
+        session = await self.find_session(session_id)
+        if session is None:
+            return None
+        event = Event(name, data or {}, timestamp or datetime.now(UTC), session_id)
+        await self._widget_event(session, event)
+        return event
+
+    async def _widget_event(self, session: Session, event: Event) -> None:
+        self.publish(ALL, "event", event.to_wire())
+        self.hooks.dispatch("event", session.id, session, event)
+
+    async def emit_event(self, session_id: str, name: str, data: dict[str, Any]) -> Event:
+        """Push a custom event to the visitor's open widgets."""
+        if not isinstance(name, str) or not name:
+            raise InvalidInput("event name must be a non-empty string")
+        try:
+            dumps(data)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"event data must be JSON-serialisable: {exc}") from None
+        await self.require_session(session_id)
+        event = Event(name, data, session_id=session_id)
+        self.publish(session_id, "event", event.to_wire())
+        return event
+
+
+def _merge(session: Session, metadata: dict[str, Any] | None, identity: dict[str, Any] | None) -> bool:
+    """Fold a resume's metadata and identity into the session; True if anything changed."""
+    changed = False
+    if metadata and metadata != session.metadata:
+        session.metadata = {**session.metadata, **metadata}
+        changed = True
+    if identity and identity != session.identity:
+        session.identity = identity
+        changed = True
+    return changed
