@@ -1,30 +1,73 @@
-"""PocketPing (this repository) mounted at /pocketping, plus the bench's operator-push trigger.
+"""PocketPing (this repository) built as the README's quick start tells users to, mounted at
+/pocketping, plus the bench's operator-push trigger.
 
-``BENCH_STORAGE=memory`` (default) or ``sqlite`` (SQLiteStorage with ``synchronous=FULL``,
-the durable default, in ``BENCH_TMP``).
+``BENCH_HOOKS=seed`` (default): the three hooks of the README's quick start, as plain functions
+that log the session id, the message content and the event name at INFO. Logging is left
+unconfigured (root level WARNING), as in the README's snippet, so they print nothing; they still
+cost what a hook costs (queued per session, run on the hook worker threads).
+``BENCH_HOOKS=none``: no hooks.
+
+``BENCH_STORAGE=memory`` (default), ``sqlite`` (SQLiteStorage with ``synchronous=FULL``, the
+durable default, in ``BENCH_TMP``) or ``postgres`` (``PostgresStorage(BENCH_PG_DSN)``, its
+default pool).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from pocketping import MemoryStorage, PocketPing, SQLiteStorage
+from pocketping import MemoryStorage, PocketPing, PostgresStorage, SQLiteStorage
 from pocketping.files import LocalFileStore
 
-tmp = Path(os.environ.get("BENCH_TMP") or tempfile.mkdtemp(prefix="pp-bench-"))
-if os.environ.get("BENCH_STORAGE", "memory") == "sqlite":
-    storage = SQLiteStorage(tmp / "bench.db", synchronous="FULL")
-else:
-    storage = MemoryStorage()
+log = logging.getLogger(__name__)
 
-pp = PocketPing(storage=storage, welcome_message="Hi! How can we help?", files=LocalFileStore(tmp / "uploads"))
+
+def on_session_start(session: Any) -> None:
+    log.info("new session %s", session.id)
+
+
+def on_message(session: Any, message: Any) -> None:
+    log.info("message: %s", message.content)
+
+
+def on_event(session: Any, event: Any) -> None:
+    log.info("event: %s", event.name)
+
+
+HOOKS = os.environ.get("BENCH_HOOKS", "seed")
+STORAGE = os.environ.get("BENCH_STORAGE", "memory")
+if HOOKS not in ("seed", "none"):
+    raise SystemExit(f"BENCH_HOOKS must be seed or none, not {HOOKS!r}")
+
+tmp = Path(os.environ.get("BENCH_TMP") or tempfile.mkdtemp(prefix="pp-bench-"))
+storage: Any
+if STORAGE == "memory":
+    storage = MemoryStorage()
+elif STORAGE == "sqlite":
+    storage = SQLiteStorage(tmp / "bench.db", synchronous="FULL")
+elif STORAGE == "postgres":
+    storage = PostgresStorage(os.environ["BENCH_PG_DSN"])
+else:
+    raise SystemExit(f"BENCH_STORAGE must be memory, sqlite or postgres, not {STORAGE!r}")
+
+seed = HOOKS == "seed"
+pp = PocketPing(
+    welcome_message="Hi! How can we help?",
+    on_session_start=on_session_start if seed else None,
+    on_message=on_message if seed else None,
+    on_event=on_event if seed else None,
+    storage=storage,
+    files=LocalFileStore(tmp / "uploads"),  # not in the working directory
+)
 
 
 async def push(request: Request) -> JSONResponse:

@@ -9,6 +9,8 @@ app.mount("/pocketping", pp.asgi_app)
 __version__ = "0.1.0"
 
 from .bridges import DiscordBridge, SlackBridge, TelegramBridge  # noqa: E402
+from .bridges.base import Bridge  # noqa: E402
+from .chat import ChatListener, ChatService  # noqa: E402
 from .core import PocketPing  # noqa: E402
 from .errors import (  # noqa: E402
     AuthError,
@@ -17,27 +19,32 @@ from .errors import (  # noqa: E402
     InvalidInput,
     MessageNotFound,
     PocketPingError,
-    RateLimited,
     SessionNotFound,
     StorageCapabilityError,
     StorageError,
 )
+from .files import LocalFileStore  # noqa: E402
 from .models import Attachment, Event, Message, Session  # noqa: E402
 from .realtime.brokers import PostgresBroker, RedisBroker  # noqa: E402  (extras imported on construction)
 from .realtime.hub import Broker  # noqa: E402
 from .storage import BaseStorage, MemoryStorage, SQLiteStorage  # noqa: E402
+from .storage.base import StorageAdapter  # noqa: E402
 from .storage.postgres import PostgresStorage  # noqa: E402  (psycopg is imported on construction)
 
 __all__ = [
     "Attachment",
     "AuthError",
     "BaseStorage",
+    "Bridge",
     "BridgeError",
     "Broker",
+    "ChatListener",
+    "ChatService",
     "DiscordBridge",
     "Event",
     "Forbidden",
     "InvalidInput",
+    "LocalFileStore",
     "MemoryStorage",
     "Message",
     "MessageNotFound",
@@ -45,12 +52,12 @@ __all__ = [
     "PocketPingError",
     "PostgresBroker",
     "PostgresStorage",
-    "RateLimited",
     "RedisBroker",
     "SQLiteStorage",
     "Session",
     "SessionNotFound",
     "SlackBridge",
+    "StorageAdapter",
     "StorageCapabilityError",
     "StorageError",
     "TelegramBridge",

@@ -8,8 +8,7 @@ PocketPingError
 ├── StorageError
 │   └── StorageCapabilityError          the storage lacks an optional method
 ├── BridgeError                         carries ``.bridge``
-├── RateLimited                         carries ``.retry_after``
-└── AuthError                           a webhook or console request failed verification
+└── AuthError                           a console or bridge-callback request failed verification
 """
 
 from __future__ import annotations
@@ -74,15 +73,6 @@ class BridgeError(PocketPingError):
     def __init__(self, message: str, *, bridge: str) -> None:
         super().__init__(message)
         self.bridge = bridge
-
-
-class RateLimited(PocketPingError):
-    status_code = 429
-    code = "rate_limited"
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class AuthError(PocketPingError):

@@ -115,13 +115,19 @@ class HookRunner:
             t.start()
             self._threads.append(t)
 
+    async def join(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued call has run (tests, scripts); False if ``timeout`` passed first."""
+        self._flush()
+        deadline = time.monotonic() + timeout
+        while self._pending:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
     async def stop(self, grace: float | None = None) -> None:
         """Run what is queued (up to ``grace`` s, default :attr:`grace`), then stop the workers."""
-        self._flush()
-        deadline = time.monotonic() + (self.grace if grace is None else grace)
-        while self._pending and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        if self._pending:
+        if not await self.join(self.grace if grace is None else grace):
             log.warning("stopping with %d hook calls not run after %.1f s", self._pending, self.grace)
         threads, self._threads = self._threads, []
         for _ in threads:

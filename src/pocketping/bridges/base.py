@@ -58,7 +58,11 @@ class ThreadGone(BridgeError):
 
 
 class Bridge:
-    """Base class of :class:`TelegramBridge`, :class:`SlackBridge` and :class:`DiscordBridge`.
+    """Base class of :class:`TelegramBridge`, :class:`SlackBridge` and :class:`DiscordBridge`,
+    and of your own: set :attr:`name`, implement :meth:`escape`, :meth:`bold`,
+    :meth:`create_thread`, :meth:`post`, :meth:`edit` and :meth:`remove`, and feed operator
+    input to :meth:`operator_text` (from :meth:`webhook`, served at ``/webhooks/<name>``).
+    Delivery, retries, thread bookkeeping and commands are done here.
 
     Tunables (instance attributes): ``timeout`` per platform request (s), ``retry_base`` and
     ``retry_cap`` for the exponential backoff (s): a message reaches the thread at most

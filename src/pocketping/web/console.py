@@ -28,10 +28,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import InvalidInput, PocketPingError
+from ..errors import AuthError, InvalidInput, PocketPingError
 from ..models import Message, Session, iso
 from ..realtime.hub import ALL
-from .parsing import error
+from .parsing import error_response
 
 if TYPE_CHECKING:
     from ..core import PocketPing
@@ -126,7 +126,7 @@ def build_console_app(pp: PocketPing) -> ASGIApp:
 
     def authorised(request: Request) -> None:
         if not check(request):
-            raise HTTPException(401, "a valid console token is required")
+            raise AuthError("a valid console token is required")
 
     async def body(request: Request) -> dict[str, Any]:
         raw = await request.body()
@@ -231,15 +231,12 @@ def build_console_app(pp: PocketPing) -> ASGIApp:
         headers = {**CONSOLE_HEADERS, "X-Accel-Buffering": "no"}
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
-    async def on_pocketping_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, PocketPingError)
-        return error(exc.status_code, exc.code, str(exc))
-
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        headers = {"WWW-Authenticate": 'Bearer realm="pocketping-console"'} if exc.status_code == 401 else {}
-        return JSONResponse({"error": code, "detail": exc.detail}, status_code=exc.status_code, headers=headers)
+    async def on_error(request: Request, exc: Exception) -> Response:
+        response = await error_response(request, exc)
+        if response.status_code == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="pocketping-console"'
+        response.headers.update(CONSOLE_HEADERS)
+        return response
 
     api = PREFIX + "/api"
     routes = [
@@ -257,5 +254,5 @@ def build_console_app(pp: PocketPing) -> ASGIApp:
     ]
     return Starlette(
         routes=routes,
-        exception_handlers={PocketPingError: on_pocketping_error, HTTPException: on_http_error},
+        exception_handlers={PocketPingError: on_error, HTTPException: on_error},
     )
