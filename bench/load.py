@@ -85,6 +85,20 @@ def cpu_delta(a: tuple[float, float], b: tuple[float, float]) -> float:
     return CPU.delta(a, b)
 
 
+async def settle(pid: int, window: float = 0.05, idle: float = 0.02, limit: float = 3.0) -> None:
+    """Wait until the server is idle again (under ``idle`` of a CPU over ``window`` s), at most
+    ``limit`` s: work deferred past the answers (hooks on worker threads, a storage writer
+    thread) is then counted in the scenario's CPU."""
+    deadline = time.perf_counter() + limit
+    last = cpu_seconds(pid)
+    while time.perf_counter() < deadline:
+        await asyncio.sleep(window)
+        now = cpu_seconds(pid)
+        if cpu_delta(last, now) < idle * window:
+            return
+        last = now
+
+
 def rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -205,6 +219,7 @@ async def scenario_connect(port: int, pid: int, total: int, inflight: int) -> di
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(c) for c in clients))
     wall = time.perf_counter() - t0
+    await settle(pid)
     cpu1 = cpu_seconds(pid)
     await asyncio.gather(*(c.close() for c in clients))
     return {
@@ -243,6 +258,7 @@ async def scenario_message(port: int, pid: int, total: int, n_clients: int) -> d
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(c, s) for c, s in zip(clients, sids)))
     wall = time.perf_counter() - t0
+    await settle(pid)
     cpu1 = cpu_seconds(pid)
     await asyncio.gather(*(c.close() for c in clients))
     ops = per * n_clients
@@ -337,6 +353,7 @@ async def scenario_push(port: int, pid: int, k: int, rounds: int, targeted: int)
             raise RuntimeError(f"{len(pending)} of {k} streams got no push within 120 s")
         lat = [f.result() - t0 for f in futures]
         await asyncio.sleep(0.2)
+        await settle(pid)
         cpu1 = cpu_seconds(pid)
         fan.append({
             "p50_ms": pct(lat, 0.5) * 1e3,

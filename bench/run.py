@@ -1,14 +1,17 @@
 """One command for the whole benchmark: ``.venv/bin/python bench/run.py`` (see bench/README.md).
 
-Creates bench/.venv-pypi with the PyPI `pocketping` 1.12.0 package if missing, then, for each
-repetition, runs every server in turn (one uvicorn worker pinned to CPU 0, the load generator
-pinned to CPU 1, both on 127.0.0.1), each scenario against a fresh server process, and writes
+Creates bench/.venv-pypi with the PyPI `pocketping` 1.12.0 package if missing and, when a
+PostgreSQL server is selected, starts a throw-away PostgreSQL cluster for the run (pinned to
+CPU 1, stopped by its PID at the end). Then, for each repetition, runs every server in turn (one
+uvicorn worker pinned to CPU 0, the load generator pinned to CPU 1, both on 127.0.0.1), each
+scenario against a fresh server process (and a fresh database), and writes
 bench/results/<stamp>.json and bench/RESULTS.md (medians over the repetitions).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -24,6 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.services import PostgresServer  # noqa: E402  (the test suite's throw-away cluster)
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 MAIN_PY = Path(sys.executable)
@@ -31,13 +37,19 @@ PYPI_VENV = BENCH / ".venv-pypi"
 PYPI_PY = PYPI_VENV / "bin" / "python"
 PYPI_PKGS = ["pocketping==1.12.0", "fastapi", "uvicorn[standard]", "websockets"]
 
-#: name -> (python, module, env)
+#: name -> (python, module, env); the order of the report's columns.
 SERVERS: dict[str, tuple[Path, str, dict[str, str]]] = {
     "ceiling": (MAIN_PY, "ceiling", {}),
-    "ours-memory": (MAIN_PY, "ours", {"BENCH_STORAGE": "memory"}),
-    "ours-sqlite": (MAIN_PY, "ours", {"BENCH_STORAGE": "sqlite"}),
+    "ours-memory": (MAIN_PY, "ours", {"BENCH_STORAGE": "memory", "BENCH_HOOKS": "seed"}),
+    "ours-memory-nohooks": (MAIN_PY, "ours", {"BENCH_STORAGE": "memory", "BENCH_HOOKS": "none"}),
+    "ours-sqlite": (MAIN_PY, "ours", {"BENCH_STORAGE": "sqlite", "BENCH_HOOKS": "seed"}),
+    "ceiling-pg": (MAIN_PY, "ceiling_pg", {}),
+    "ours-postgres": (MAIN_PY, "ours", {"BENCH_STORAGE": "postgres", "BENCH_HOOKS": "seed"}),
     "pypi": (PYPI_PY, "pypi_app", {}),
 }
+#: servers that get a fresh database (BENCH_PG_DSN) in the run's PostgreSQL cluster
+PG_SERVERS = {"ceiling-pg", "ours-postgres"}
+PG_CPU = 1  # the cluster shares CPU 1 with the load generator; CPU 0 stays the server's
 FULL = {"connect": 10_000, "message": 20_000, "clients": 32, "streams": [100, 1000, 5000], "rounds": 3, "targeted": 20}
 QUICK = {"connect": 1_000, "message": 2_000, "clients": 32, "streams": [100, 500], "rounds": 1, "targeted": 5}
 LOAD_TIMEOUT = 900  # seconds, per scenario
@@ -67,14 +79,70 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Cluster:
+    """The run's PostgreSQL 15 cluster: tests/services.py's ``PostgresServer`` (initdb in a temp
+    dir as the ``postgres`` OS user, trust auth, 127.0.0.1 only, a free port, fsync off), pinned
+    to CPU :data:`PG_CPU` once started. One fresh database per server process."""
+
+    def __init__(self) -> None:
+        self.server = PostgresServer()
+
+    def start(self) -> Cluster:
+        log("starting a PostgreSQL cluster for the run ...")
+        try:
+            self.server.start()  # bounded: initdb 120 s, listening 30 s, accepting 30 s
+            assert self.server.proc is not None
+            self._pin(self.server.proc.pid)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @staticmethod
+    def _pin(postmaster: int) -> None:
+        """The postmaster and its children so far; backends forked later inherit it."""
+        pids = [postmaster]
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if ppid == postmaster:
+                    pids.append(int(entry))
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(pid, {PG_CPU})
+
+    def create_database(self) -> tuple[str, str]:
+        dsn = self.server.create_database()
+        return dsn, dsn.rsplit("/", 1)[1]
+
+    def drop_database(self, name: str) -> None:
+        try:
+            self.server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except Exception as exc:  # the cluster goes away at the end anyway
+            log(f"  (could not drop database {name}: {exc})")
+
+    def stop(self) -> None:
+        """By its PID: SIGINT (fast shutdown), SIGKILL after 15 s; then the temp dir."""
+        self.server.stop()
+
+
 class Server:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, cluster: Cluster | None = None) -> None:
         self.name = name
         self.tmp = Path(tempfile.mkdtemp(prefix=f"pp-bench-{name}-"))
         self.port = free_port()
         python, module, extra = SERVERS[name]
         env = {**os.environ, **extra, "BENCH_TMP": str(self.tmp)}
         env.pop("PYTHONPATH", None)
+        self.cluster, self.dbname = cluster, None
+        if name in PG_SERVERS:
+            if cluster is None:
+                raise RuntimeError(f"{name} needs the run's PostgreSQL cluster")
+            env["BENCH_PG_DSN"], self.dbname = cluster.create_database()
         cmd = [
             "taskset", "-c", "0", str(python), "-m", "uvicorn", f"{module}:app",
             "--app-dir", str(BENCH / "servers"), "--host", "127.0.0.1", "--port", str(self.port),
@@ -88,7 +156,9 @@ class Server:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited: {(self.tmp / 'server.log').read_text()[-2000:]}")
+                output = (self.tmp / "server.log").read_text()[-2000:]
+                self.stop()
+                raise RuntimeError(f"{name} exited: {output}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return
@@ -107,6 +177,9 @@ class Server:
                 self.proc.wait(5)
         self.log.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.cluster is not None and self.dbname is not None:
+            self.cluster.drop_database(self.dbname)
+            self.dbname = None
 
 
 def load(server: Server, *args: str) -> dict[str, Any]:
@@ -118,11 +191,11 @@ def load(server: Server, *args: str) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def one_run(names: list[str], sizes: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def one_run(names: list[str], sizes: dict[str, Any], cluster: Cluster | None) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         r: dict[str, Any] = {}
-        srv = Server(name)
+        srv = Server(name, cluster)
         try:
             log(f"  {name}: connect x{sizes['connect']}")
             r["connect"] = load(srv, "--scenario", "connect", "--total", str(sizes["connect"]),
@@ -133,7 +206,7 @@ def one_run(names: list[str], sizes: dict[str, Any]) -> dict[str, dict[str, Any]
         finally:
             srv.stop()
         for k in sizes["streams"]:
-            srv = Server(name)
+            srv = Server(name, cluster)
             try:
                 log(f"  {name}: push to {k} streams")
                 r[f"push{k}"] = load(srv, "--scenario", "push", "--streams", str(k),
@@ -200,6 +273,23 @@ def ratio_table(runs: list[dict[str, dict[str, Any]]], ours: str, ref: str, scen
     return statistics.median(vals) if vals else None
 
 
+#: (ours, reference) pairs of the ratio table, in column order
+RATIOS = [
+    ("ours-memory", "ceiling"),
+    ("ours-memory-nohooks", "ceiling"),
+    ("ours-sqlite", "ceiling"),
+    ("ours-postgres", "ceiling-pg"),
+    ("ours-memory", "pypi"),
+    ("ours-sqlite", "pypi"),
+]
+#: the headline table's columns: (ours, reference, heading)
+HEADLINE = [
+    ("ours-memory", "ceiling", "ours-memory (seed hooks) / ceiling"),
+    ("ours-memory-nohooks", "ceiling", "ours-memory-nohooks / ceiling"),
+    ("ours-postgres", "ceiling-pg", "ours-postgres (seed hooks) / ceiling-pg"),
+]
+
+
 def report(runs: list[dict[str, dict[str, Any]]], meta: dict[str, Any]) -> str:
     med = medians(runs)
     names = [n for n in SERVERS if n in med]
@@ -207,23 +297,56 @@ def report(runs: list[dict[str, dict[str, Any]]], meta: dict[str, Any]) -> str:
         "## Measured figures",
         "",
         f"Run {meta['date']} on {meta['machine']}; {meta['repetitions']} repetition(s), median shown"
-        f" ({'quick sizes' if meta['quick'] else 'full sizes'}). Raw data: `bench/results/{meta['stamp']}.json`.",
+        f" ({'quick sizes' if meta['quick'] else 'full sizes'}). Raw data: `bench/results/{meta['stamp']}.json`."
+        " `ours-*` servers are the README's quick-start app (`servers/ours.py`) with its three hooks"
+        " (plain functions logging at INFO, logging unconfigured) unless named `-nohooks`.",
         "",
         "Ratios are computed per run (same run, same machine state) and the median ratio is shown;"
         " for throughput a ratio above 1 is better, for everything else below 1 is better.",
         "",
-        "| figure | " + " | ".join(names) + " | ours-mem / ceiling | ours-sqlite / ceiling | ours-mem / PyPI | ours-sqlite / PyPI |",
-        "|---|" + "---:|" * (len(names) + 4),
     ]
-    for scen, key, label, _lower in FIGURES:
-        if scen not in med.get(names[0], {}):
-            continue
-        cells = [fmt(med[n].get(scen, {}).get(key)) for n in names]
-        ratios = [
-            fmt(ratio_table(runs, o, r, scen, key))
-            for o, r in (("ours-memory", "ceiling"), ("ours-sqlite", "ceiling"), ("ours-memory", "pypi"), ("ours-sqlite", "pypi"))
+    head = [(o, r, h) for o, r, h in HEADLINE if o in med and r in med]
+    if head:
+        rows = [("connect", "cpu_us_per_op", "connect: server CPU µs/op"),
+                ("message", "cpu_us_per_op", "message: server CPU µs/op")]
+        rows += [(f"push{k}", "push_p99_ms", f"push to {k:,} streams: p99 ms") for k in meta["sizes"]["streams"]]
+        lines += [
+            "### Hooks and storage against the ceilings",
+            "",
+            "| figure | " + " | ".join(h for _o, _r, h in head) + " |",
+            "|---|" + "---:|" * len(head),
         ]
-        lines.append(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+        for scen, key, label in rows:
+            cells = [fmt(ratio_table(runs, o, r, scen, key)) for o, r, _h in head]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        if "ours-memory" in med and "ours-memory-nohooks" in med:
+            seed, bare = med["ours-memory"], med["ours-memory-nohooks"]
+            cost = [
+                f"{scen} {seed[scen]['cpu_us_per_op'] - bare[scen]['cpu_us_per_op']:+.1f} µs/op"
+                for scen in ("connect", "message")
+            ]
+            lines += ["", "The seed hooks' cost, ours-memory − ours-memory-nohooks (medians): " + ", ".join(cost) + "."]
+        lines.append("")
+    lines += [
+        "### Absolute figures",
+        "",
+        "| figure | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    figures = [f for f in FIGURES if any(f[0] in med[n] for n in names)]
+    for scen, key, label, _lower in figures:
+        lines.append(f"| {label} | " + " | ".join(fmt(med[n].get(scen, {}).get(key)) for n in names) + " |")
+    pairs = [(o, r) for o, r in RATIOS if o in med and r in med]
+    if pairs:
+        lines += [
+            "",
+            "### Ratios",
+            "",
+            "| figure | " + " | ".join(f"{o} / {r}" for o, r in pairs) + " |",
+            "|---|" + "---:|" * len(pairs),
+        ]
+        for scen, key, label, _lower in figures:
+            lines.append(f"| {label} | " + " | ".join(fmt(ratio_table(runs, o, r, scen, key)) for o, r in pairs) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -262,14 +385,25 @@ def main() -> None:
     if shutil.which("taskset") is None:
         sys.exit("taskset (util-linux) is required")
     names = [n.strip() for n in args.servers.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SERVERS]
+    if unknown or not names:
+        sys.exit(f"unknown server(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(SERVERS)}")
     if "pypi" in names:
         ensure_pypi_venv()
     sizes = QUICK if args.quick else FULL
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop the servers and the cluster.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    cluster = Cluster().start() if PG_SERVERS & set(names) else None
     runs = []
-    for i in range(args.runs):
-        log(f"run {i + 1}/{args.runs}")
-        runs.append(one_run(names, sizes))
+    try:
+        for i in range(args.runs):
+            log(f"run {i + 1}/{args.runs}")
+            runs.append(one_run(names, sizes, cluster))
+    finally:
+        if cluster is not None:
+            log("stopping the PostgreSQL cluster")
+            cluster.stop()
     meta = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
             "repetitions": args.runs, "quick": args.quick, "stamp": stamp, "sizes": sizes}
     (BENCH / "results").mkdir(exist_ok=True)

@@ -52,9 +52,7 @@ CREATE TABLE IF NOT EXISTS ceiling_messages (
 CREATE INDEX IF NOT EXISTS ceiling_messages_by_session ON ceiling_messages (session_id, created_ms);
 """
 
-pool = AsyncConnectionPool(
-    os.environ["BENCH_PG_DSN"], min_size=1, max_size=10, open=False, kwargs={"autocommit": True}
-)
+pool = AsyncConnectionPool(os.environ["BENCH_PG_DSN"], min_size=1, max_size=10, open=False, kwargs={"autocommit": True})
 sockets: dict[str, set[WebSocket]] = {}
 
 
@@ -114,8 +112,14 @@ async def connect(request: Request) -> JSONResponse:
 async def _store(sid: str, content: str, sender: str) -> dict | None:
     """ONE INSERT; None when the session does not exist (foreign key)."""
     ms = time.time_ns() // 1_000_000
-    msg = {"id": "msg_" + secrets.token_urlsafe(12), "sessionId": sid, "content": content,
-           "sender": sender, "timestamp": _iso(ms), "status": "sent"}
+    msg = {
+        "id": "msg_" + secrets.token_urlsafe(12),
+        "sessionId": sid,
+        "content": content,
+        "sender": sender,
+        "timestamp": _iso(ms),
+        "status": "sent",
+    }
     try:
         async with pool.connection() as conn:
             await conn.execute(

@@ -113,6 +113,16 @@ _LINE_HEAD = (
 
 _MESSAGE_COLUMNS, _SESSION_COLUMNS, _ms, _dt = MESSAGE_COLUMNS, SESSION_COLUMNS, ms, dt
 
+# (wanted stamp, wanted stamp, session id, message id, *_message_values) -> the stamp taken.
+# Parameters are cast: in INSERT ... SELECT they get no type from the target columns.
+_SAVE_MESSAGE = (
+    "WITH s AS (UPDATE pocketping_sessions SET stamp_ms = GREATEST(stamp_ms + 1, %s::bigint), "
+    "last_activity_ms = GREATEST(last_activity_ms, stamp_ms + 1, %s::bigint) WHERE id = %s RETURNING id, stamp_ms) "
+    f"INSERT INTO pocketping_messages ({MESSAGE_COLUMNS}) "
+    "SELECT %s::text, s.id, s.stamp_ms, s.stamp_ms, %s::text, %s::text, %s::text, %s::bigint, %s::bigint, "
+    "%s::bigint, %s::bigint, %s::text, %s::jsonb, %s::jsonb FROM s RETURNING created_ms"
+)
+
 
 def _message_from_row(r: tuple[Any, ...]) -> Message:
     return message_from_row(r)
@@ -187,7 +197,9 @@ class PostgresStorage(BaseStorage):
             max_size=self.max_size,
             open=False,
             name="pocketping",
-            kwargs={"application_name": "pocketping"},
+            # Autocommit: a one-statement write is its own transaction (no BEGIN / COMMIT round
+            # trips); writes of several statements open one explicitly.
+            kwargs={"application_name": "pocketping", "autocommit": True},
         )
         await pool.open(wait=True, timeout=30)
         try:
@@ -308,18 +320,13 @@ class PostgresStorage(BaseStorage):
     # -- messages ---------------------------------------------------------------------------
 
     async def save_message(self, session_id: str, message: Message) -> Message:
-        async with self.pool.connection() as conn:
-            stamp = await self._stamp(conn, session_id, to_ms(message.created_at))
-            await conn.execute(
-                f"INSERT INTO pocketping_messages ({_MESSAGE_COLUMNS}) "
-                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                (message.id, session_id, stamp, stamp, *_message_values(message)),
-            )
-            await conn.execute(
-                "UPDATE pocketping_sessions SET last_activity_ms = GREATEST(last_activity_ms, %s) WHERE id = %s",
-                (stamp, session_id),
-            )
-        message.created_at = message.updated_at = from_ms(stamp)
+        # One statement, one round trip: take the session's next stamp (the row lock orders
+        # concurrent writers of the session until commit), move its activity, insert.
+        wanted = to_ms(message.created_at)
+        row = await self._fetchone(_SAVE_MESSAGE, (wanted, wanted, session_id, message.id, *_message_values(message)))
+        if row is None:
+            raise StorageError(f"no session with id {session_id!r}")
+        message.created_at = message.updated_at = from_ms(int(row[0]))
         return message
 
     async def get_messages(
@@ -346,7 +353,7 @@ class PostgresStorage(BaseStorage):
         return _message_from_row(row) if row else None
 
     async def update_message(self, session_id: str, message_id: str, changes: Mapping[str, Any]) -> Message | None:
-        async with self.pool.connection() as conn:
+        async with self.pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM pocketping_messages WHERE id = %s AND session_id = %s",
                 (message_id, session_id),
@@ -371,7 +378,7 @@ class PostgresStorage(BaseStorage):
     # -- bridges: outbox and key-value map ---------------------------------------------------
 
     async def outbox_add(self, bridge: str, session_id: str, kind: str, key: str, payload: dict[str, Any]) -> int:
-        async with self.pool.connection() as conn:
+        async with self.pool.connection() as conn, conn.transaction():
             # One writer per line at a time, until commit: ids of a line are then visible in id
             # order, so a claimer never runs a later call while an earlier one is uncommitted.
             await conn.execute(
