@@ -103,7 +103,6 @@ class PocketPing:
         self.latest_widget_version = latest_widget_version
         self.sse_heartbeat = sse_heartbeat
         self.console_token = console_token
-        self.files = files
         self.hub = Hub()
         self.hooks = HookRunner(
             workers=hook_workers,
@@ -147,8 +146,23 @@ class PocketPing:
         return f"PocketPing(storage={self.storage!r})"
 
     @property
+    def files(self) -> Any:
+        """Where attachments are kept (a :class:`~pocketping.LocalFileStore` by default)."""
+        return self.chat.files
+
+    @files.setter
+    def files(self, store: Any) -> None:
+        self.chat.files = store
+
+    @property
     def max_message_length(self) -> int:
         return self.chat.max_message_length
+
+    @max_message_length.setter
+    def max_message_length(self, value: int) -> None:
+        if value < 1:
+            raise InvalidInput("max_message_length must be at least 1")
+        self.chat.max_message_length = value
 
     @property
     def operator_online(self) -> bool:
