@@ -195,6 +195,7 @@ def one_run(names: list[str], sizes: dict[str, Any], cluster: Cluster | None) ->
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         r: dict[str, Any] = {}
+        started = time.monotonic()
         srv = Server(name, cluster)
         try:
             log(f"  {name}: connect x{sizes['connect']}")
@@ -214,6 +215,7 @@ def one_run(names: list[str], sizes: dict[str, Any], cluster: Cluster | None) ->
             finally:
                 srv.stop()
         results[name] = r
+        log(f"  {name}: done in {time.monotonic() - started:.0f} s")
     return results
 
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from psycopg.errors import ForeignKeyViolation
 from psycopg.types.json import Jsonb
@@ -92,7 +93,7 @@ async def connect(request: Request) -> JSONResponse:
                 "INSERT INTO ceiling_sessions (id, visitor_id, created_ms, metadata) VALUES (%s, %s, %s, %s)",
                 (sid, visitor_id, time.time_ns() // 1_000_000, Jsonb(body.get("metadata"))),
             )
-            history: list[dict] = []
+            history: list[dict[str, Any]] = []
         else:
             sid = row[0]
             rows = await (
@@ -109,7 +110,7 @@ async def connect(request: Request) -> JSONResponse:
     return JSONResponse({"sessionId": sid, "visitorId": visitor_id, "operatorOnline": False, "messages": history})
 
 
-async def _store(sid: str, content: str, sender: str) -> dict | None:
+async def _store(sid: str, content: str, sender: str) -> dict[str, Any] | None:
     """ONE INSERT; None when the session does not exist (foreign key)."""
     ms = time.time_ns() // 1_000_000
     msg = {
@@ -132,7 +133,7 @@ async def _store(sid: str, content: str, sender: str) -> dict | None:
     return msg
 
 
-async def _push(sid: str, msg: dict) -> None:
+async def _push(sid: str, msg: dict[str, Any]) -> None:
     targets = sockets.get(sid)
     if targets:
         text = json.dumps({"type": "message", "data": msg})

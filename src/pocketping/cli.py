@@ -7,6 +7,7 @@ import logging
 import secrets
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 DEMO_PAGE = """<!doctype html>
@@ -47,24 +48,38 @@ def build_demo_app(db: str, token: str) -> tuple[Any, Any]:
     return app, pp
 
 
-def demo(args: argparse.Namespace) -> int:
+def run_server(app: Any, host: str, port: int, on_exit: Callable[[], None] | None = None) -> bool:
+    """Serve ``app`` with uvicorn until Ctrl-C or SIGTERM; False if it could not listen.
+    ``on_exit`` runs when the signal arrives, before uvicorn's graceful shutdown."""
     import uvicorn
 
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if on_exit is not None:
+                on_exit()
+            super().handle_exit(sig, frame)
+
+    # uvicorn re-raises the signal it caught once it has shut down; these handlers make that a
+    # no-op, so Ctrl-C and SIGTERM end the process with exit code 0.
+    previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGINT, signal.SIGTERM)}
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5))
+    try:
+        server.run()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return bool(server.started)
+
+
+def demo(args: argparse.Namespace) -> int:
     token = args.token or secrets.token_urlsafe(18)
     app, pp = build_demo_app(args.db, token)
     base = f"http://127.0.0.1:{args.port}"
 
-    class DemoServer(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            # End open SSE/WebSocket streams at once, so shutdown does not wait on them.
-            pp.hub.close_all()
-            super().handle_exit(sig, frame)
+    def end_streams() -> None:
+        # End open SSE/WebSocket streams at once, so shutdown does not wait on them.
+        pp.hub.close_all()
 
-    # uvicorn re-raises the signal it caught once it has shut down; these handlers make that a
-    # no-op, so Ctrl-C and SIGTERM end the demo with exit code 0.
-    previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGINT, signal.SIGTERM)}
-    config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning", timeout_graceful_shutdown=5)
-    server = DemoServer(config)
     print(f"PocketPing demo running on {base}/ (data in {args.db})", flush=True)
     print(f"  demo page:  {base}/", flush=True)
     print(f"  console:    {base}/pocketping/console?token={token}", flush=True)
@@ -72,12 +87,7 @@ def demo(args: argparse.Namespace) -> int:
     print(f"  health:     {base}/pocketping/health", flush=True)
     print(f"token: {token}", flush=True)
     print("Press Ctrl-C to stop.", flush=True)
-    try:
-        server.run()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if not server.started:
+    if not run_server(app, "127.0.0.1", args.port, on_exit=end_streams):
         print(f"PocketPing demo could not start on port {args.port} (in use? try --port N)", file=sys.stderr)
         return 1
     print("PocketPing demo stopped.", flush=True)

@@ -25,6 +25,7 @@ from ..bridges.remote import auth_headers, check_auth
 from ..core import PocketPing
 from ..errors import BridgeError, Forbidden, MessageNotFound, PocketPingError, SessionNotFound
 from ..models import Message, Session, iso
+from ..web.parsing import load_object
 
 log = logging.getLogger("pocketping.bridges")
 
@@ -152,11 +153,9 @@ def build_bridge_server(
             if not check_auth(request.headers, body, api_key, require_signature):
                 return JSONResponse({"error": "Unauthorized"}, status_code=401)
             try:
-                data = json.loads(body)
-            except ValueError:
-                return JSONResponse({"error": "invalid JSON"}, status_code=400)
-            if not isinstance(data, dict):
-                return JSONResponse({"error": "expected an object"}, status_code=400)
+                data = load_object(body)
+            except ValueError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
             if shape == "session":
                 data = {"type": "new_session", "session": data}
             elif shape == "message":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from typing import Any
 
@@ -21,8 +20,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from ..cli import run_server
     from ..errors import BridgeError
     from ..storage.sqlite import SQLiteStorage
     from .app import bridges_from_env, build_bridge_server
@@ -52,18 +50,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"PocketPing bridge server on http://{args.host}:{args.port} (bridges: {names})", flush=True)
     if backend is None:
         print("warning: POCKETPING_BACKEND_WEBHOOK_URL is not set; operator replies stay here", flush=True)
-    # uvicorn re-raises the signal it caught once it has shut down; make that a no-op so Ctrl-C
-    # and SIGTERM end the server with exit code 0.
-    previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGINT, signal.SIGTERM)}
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
-    )
-    try:
-        server.run()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if not server.started:
+    if not run_server(app, args.host, args.port):
         print(f"pocketping bridge: could not listen on {args.host}:{args.port}", file=sys.stderr)
         return 1
     return 0

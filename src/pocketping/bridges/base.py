@@ -18,7 +18,9 @@ Storage keys used (``<bridge>`` is ``telegram``, ``slack`` or ``discord``)::
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -113,6 +115,21 @@ class Bridge:
 
     def routes(self) -> list[Route]:
         return [Route(f"/webhooks/{self.name}", self.webhook, methods=["POST"])]
+
+    @classmethod
+    def settings_from_env(
+        cls, environ: Mapping[str, str] | None, required: tuple[str, ...], optional: Mapping[str, str]
+    ) -> tuple[list[str], dict[str, str]]:
+        """``POCKETPING_<NAME>_<KEY>`` variables for :meth:`from_env`: the ``required`` values
+        (a :class:`BridgeError` naming the missing ones) and the ``optional`` ones that are set,
+        keyed by constructor argument."""
+        env = os.environ if environ is None else environ
+        prefix = f"POCKETPING_{cls.name.upper()}_"
+        missing = [key for key in required if not env.get(prefix + key)]
+        if missing:
+            raise BridgeError("set " + " and ".join(prefix + key for key in missing), bridge=cls.name)
+        found = {arg: env[prefix + key] for arg, key in optional.items() if env.get(prefix + key)}
+        return [env[prefix + key] for key in required], found
 
     async def webhook(self, request: Request) -> Response:
         return Response(status_code=404)

@@ -10,9 +10,7 @@ verified with the application's Ed25519 public key (``X-Signature-Ed25519`` over
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import BridgeError
 from ..models import Session
+from ..web.parsing import load_object
 from .base import COMMANDS, Bridge, TemporaryBridgeError, ThreadGone
 from .gateway import GatewayClient
 
@@ -76,17 +75,12 @@ class DiscordBridge(Bridge):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DiscordBridge:
         """``POCKETPING_DISCORD_BOT_TOKEN``, ``_CHANNEL_ID``, ``_PUBLIC_KEY``, optional ``_API_BASE``,
         ``_GATEWAY_URL``."""
-        env = os.environ if environ is None else environ
-        missing = [k for k in ("BOT_TOKEN", "CHANNEL_ID") if not env.get(f"POCKETPING_DISCORD_{k}")]
-        if missing:
-            raise BridgeError("set " + " and ".join(f"POCKETPING_DISCORD_{k}" for k in missing), bridge="discord")
-        return cls(
-            env["POCKETPING_DISCORD_BOT_TOKEN"],
-            env["POCKETPING_DISCORD_CHANNEL_ID"],
-            public_key=env.get("POCKETPING_DISCORD_PUBLIC_KEY") or None,
-            api_base=env.get("POCKETPING_DISCORD_API_BASE") or "https://discord.com/api/v10",
-            gateway_url=env.get("POCKETPING_DISCORD_GATEWAY_URL") or None,
+        (token, target), options = cls.settings_from_env(
+            environ,
+            ("BOT_TOKEN", "CHANNEL_ID"),
+            {"public_key": "PUBLIC_KEY", "api_base": "API_BASE", "gateway_url": "GATEWAY_URL"},
         )
+        return cls(token, target, **options)
 
     # -- formatting (Discord markdown) ------------------------------------------------------
 
@@ -225,9 +219,9 @@ class DiscordBridge(Bridge):
             log.warning("interaction rejected: bad signature", extra=self._log_extra(None))
             return JSONResponse({"error": "invalid request signature"}, status_code=401)
         try:
-            interaction = json.loads(body)
-        except ValueError:
-            return JSONResponse({"error": "invalid JSON"}, status_code=400)
+            interaction = load_object(body)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
         if interaction.get("type") == 1:
             return JSONResponse({"type": 1})
         if interaction.get("type") != 2:

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from ..errors import BridgeError, PocketPingError
 from ..models import iso
+from ..web.parsing import load_object
 from .base import Bridge
 
 log = logging.getLogger("pocketping.bridges")
@@ -152,11 +153,9 @@ class RemoteBridge(Bridge):
             log.warning("bridge callback rejected: bad key or signature", extra=self._log_extra(None))
             return JSONResponse({"error": "Unauthorized"}, status_code=401)
         try:
-            event = json.loads(body)
-        except ValueError:
-            return JSONResponse({"error": "invalid JSON"}, status_code=400)
-        if not isinstance(event, dict):
-            return JSONResponse({"error": "expected an object"}, status_code=400)
+            event = load_object(body)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
         try:
             await self.handle_event(event)
         except PocketPingError as exc:

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -73,16 +72,10 @@ class SlackBridge(Bridge):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SlackBridge:
         """``POCKETPING_SLACK_BOT_TOKEN``, ``_CHANNEL_ID``, ``_SIGNING_SECRET``, optional ``_API_BASE``."""
-        env = os.environ if environ is None else environ
-        missing = [k for k in ("BOT_TOKEN", "CHANNEL_ID") if not env.get(f"POCKETPING_SLACK_{k}")]
-        if missing:
-            raise BridgeError("set " + " and ".join(f"POCKETPING_SLACK_{k}" for k in missing), bridge="slack")
-        return cls(
-            env["POCKETPING_SLACK_BOT_TOKEN"],
-            env["POCKETPING_SLACK_CHANNEL_ID"],
-            signing_secret=env.get("POCKETPING_SLACK_SIGNING_SECRET") or None,
-            api_base=env.get("POCKETPING_SLACK_API_BASE") or "https://slack.com/api",
+        (token, target), options = cls.settings_from_env(
+            environ, ("BOT_TOKEN", "CHANNEL_ID"), {"signing_secret": "SIGNING_SECRET", "api_base": "API_BASE"}
         )
+        return cls(token, target, **options)
 
     # -- formatting (mrkdwn) ----------------------------------------------------------------
 

@@ -12,7 +12,6 @@ import hmac
 import html
 import json
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,16 +65,10 @@ class TelegramBridge(Bridge):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TelegramBridge:
         """``POCKETPING_TELEGRAM_BOT_TOKEN``, ``_CHAT_ID``, and optional ``_WEBHOOK_SECRET``, ``_API_BASE``."""
-        env = os.environ if environ is None else environ
-        missing = [k for k in ("BOT_TOKEN", "CHAT_ID") if not env.get(f"POCKETPING_TELEGRAM_{k}")]
-        if missing:
-            raise BridgeError("set " + " and ".join(f"POCKETPING_TELEGRAM_{k}" for k in missing), bridge="telegram")
-        return cls(
-            env["POCKETPING_TELEGRAM_BOT_TOKEN"],
-            env["POCKETPING_TELEGRAM_CHAT_ID"],
-            webhook_secret=env.get("POCKETPING_TELEGRAM_WEBHOOK_SECRET") or None,
-            api_base=env.get("POCKETPING_TELEGRAM_API_BASE") or "https://api.telegram.org",
+        (token, target), options = cls.settings_from_env(
+            environ, ("BOT_TOKEN", "CHAT_ID"), {"webhook_secret": "WEBHOOK_SECRET", "api_base": "API_BASE"}
         )
+        return cls(token, target, **options)
 
     # -- formatting (parse_mode HTML) -------------------------------------------------------
 

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import StorageError
 from ..models import Message, Session, from_ms, now_ms, to_ms
+from . import rows
 from .base import BaseStorage, apply_changes
-from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, check_schema_version, dt, message_from_row, ms, session_from_row
+from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, check_schema_version, dt, ms
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -125,11 +126,11 @@ _SAVE_MESSAGE = (
 
 
 def _message_from_row(r: tuple[Any, ...]) -> Message:
-    return message_from_row(r)
+    return rows.message_from_row(r)
 
 
 def _session_from_row(r: tuple[Any, ...]) -> Session:
-    return session_from_row(r)
+    return rows.session_from_row(r)
 
 
 def require_psycopg() -> None:
@@ -148,19 +149,7 @@ def _json(value: Any) -> Any:
 
 
 def _message_values(m: Message) -> tuple[Any, ...]:
-    """The columns after ``updated_ms`` in :data:`_MESSAGE_COLUMNS` order."""
-    return (
-        m.sender,
-        m.content,
-        m.status,
-        _ms(m.delivered_at),
-        _ms(m.read_at),
-        _ms(m.edited_at),
-        _ms(m.deleted_at),
-        m.reply_to,
-        _json([a.to_dict() for a in m.attachments]) if m.attachments else None,
-        _json(m.metadata) if m.metadata else None,
-    )
+    return rows.message_values(m, _json)
 
 
 class PostgresStorage(BaseStorage):
@@ -259,21 +248,10 @@ class PostgresStorage(BaseStorage):
     # -- sessions ---------------------------------------------------------------------------
 
     async def create_session(self, session: Session) -> None:
-        s = session
         async with self.pool.connection() as conn:
             await conn.execute(
                 f"INSERT INTO pocketping_sessions ({_SESSION_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                (
-                    s.id,
-                    s.visitor_id,
-                    to_ms(s.created_at),
-                    to_ms(s.last_activity or s.created_at),
-                    s.status,
-                    _ms(s.closed_at),
-                    _json(s.metadata),
-                    _json(s.identity),
-                    _json(s.data),
-                ),
+                rows.session_values(session, _json),
             )
 
     async def get_session(self, session_id: str) -> Session | None:
@@ -281,24 +259,14 @@ class PostgresStorage(BaseStorage):
         return _session_from_row(row) if row else None
 
     async def update_session(self, session: Session) -> None:
-        s = session
+        sid, *values = rows.session_values(session, _json)
         async with self.pool.connection() as conn:
             # last_activity only moves forward: a concurrent message may have moved it already.
             await conn.execute(
                 "UPDATE pocketping_sessions SET visitor_id=%s, created_ms=%s, "
                 "last_activity_ms=GREATEST(last_activity_ms, %s), status=%s, closed_ms=%s, metadata=%s, "
                 "identity=%s, data=%s WHERE id=%s",
-                (
-                    s.visitor_id,
-                    to_ms(s.created_at),
-                    to_ms(s.last_activity or s.created_at),
-                    s.status,
-                    _ms(s.closed_at),
-                    _json(s.metadata),
-                    _json(s.identity),
-                    _json(s.data),
-                    s.id,
-                ),
+                (*values, sid),
             )
 
     async def list_sessions(self, *, limit: int | None = None, include_closed: bool = False) -> list[Session]:
@@ -332,17 +300,7 @@ class PostgresStorage(BaseStorage):
     async def get_messages(
         self, session_id: str, *, after: datetime | None = None, limit: int | None = None
     ) -> list[Message]:
-        if after is None:
-            sql = (
-                f"SELECT {_MESSAGE_COLUMNS} FROM pocketping_messages WHERE session_id = %s ORDER BY created_ms LIMIT %s"
-            )
-            params: tuple[Any, ...] = (session_id, limit)
-        else:
-            sql = (
-                f"SELECT {_MESSAGE_COLUMNS} FROM pocketping_messages WHERE session_id = %s AND updated_ms > %s "
-                "ORDER BY updated_ms LIMIT %s"
-            )
-            params = (session_id, to_ms(after), limit)
+        sql, params = rows.messages_query("pocketping_messages", "%s", session_id, after, limit)
         return [_message_from_row(r) for r in await self._fetchall(sql, params)]
 
     async def get_message(self, session_id: str, message_id: str) -> Message | None:
@@ -369,8 +327,7 @@ class PostgresStorage(BaseStorage):
             message = _message_from_row(row)
             apply_changes(message, changes, from_ms(stamp))
             await conn.execute(
-                "UPDATE pocketping_messages SET updated_ms=%s, sender=%s, content=%s, status=%s, delivered_ms=%s, "
-                "read_ms=%s, edited_ms=%s, deleted_ms=%s, reply_to=%s, attachments=%s, metadata=%s WHERE id = %s",
+                f"UPDATE pocketping_messages SET updated_ms=%s, {rows.message_assignments('%s')} WHERE id = %s",
                 (stamp, *_message_values(message), message.id),
             )
         return message

@@ -73,3 +73,55 @@ def session_from_row(r: tuple[Any, ...], load: Load = _as_is) -> Session:
         identity=dict(load(r[7])) if r[7] is not None else None,
         data=dict(load(r[8])) if r[8] else {},
     )
+
+
+def session_values(s: Session, dump: Load) -> tuple[Any, ...]:
+    """A session's columns in :data:`SESSION_COLUMNS` order (``dump`` encodes JSON values)."""
+    return (
+        s.id,
+        s.visitor_id,
+        to_ms(s.created_at),
+        to_ms(s.last_activity or s.created_at),
+        s.status,
+        ms(s.closed_at),
+        dump(s.metadata),
+        None if s.identity is None else dump(s.identity),
+        dump(s.data),
+    )
+
+
+def message_values(m: Message, dump: Load) -> tuple[Any, ...]:
+    """A message's columns after ``updated_ms`` in :data:`MESSAGE_COLUMNS` order."""
+    return (
+        m.sender,
+        m.content,
+        m.status,
+        ms(m.delivered_at),
+        ms(m.read_at),
+        ms(m.edited_at),
+        ms(m.deleted_at),
+        m.reply_to,
+        dump([a.to_dict() for a in m.attachments]) if m.attachments else None,
+        dump(m.metadata) if m.metadata else None,
+    )
+
+
+def message_assignments(mark: str) -> str:
+    """The columns :func:`message_values` gives, as ``SET`` assignments (``mark``: placeholder)."""
+    names = MESSAGE_COLUMNS.split(", ")[4:]
+    return ", ".join(f"{name}={mark}" for name in names)
+
+
+def messages_query(
+    table: str, mark: str, session_id: str, after: datetime | None, limit: Any
+) -> tuple[str, tuple[Any, ...]]:
+    """SQL and parameters of ``get_messages``: oldest first, or changed after ``after`` in
+    change order."""
+    if after is None:
+        sql = f"SELECT {MESSAGE_COLUMNS} FROM {table} WHERE session_id = {mark} ORDER BY created_ms LIMIT {mark}"
+        return sql, (session_id, limit)
+    sql = (
+        f"SELECT {MESSAGE_COLUMNS} FROM {table} WHERE session_id = {mark} AND updated_ms > {mark} "
+        f"ORDER BY updated_ms LIMIT {mark}"
+    )
+    return sql, (session_id, to_ms(after), limit)

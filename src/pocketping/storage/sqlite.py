@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..models import Message, Session, from_ms, to_ms
+from . import rows
 from .base import BaseStorage, apply_changes, next_stamp
-from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, check_schema_version, dt, message_from_row, ms, session_from_row
+from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, check_schema_version, dt, ms
 
 T = TypeVar("T")
 
@@ -86,25 +87,15 @@ _MESSAGE_COLUMNS, _SESSION_COLUMNS, _ms, _dt = MESSAGE_COLUMNS, SESSION_COLUMNS,
 
 
 def _message_from_row(r: tuple[Any, ...]) -> Message:
-    return message_from_row(r, json.loads)
+    return rows.message_from_row(r, json.loads)
 
 
 def _session_from_row(r: tuple[Any, ...]) -> Session:
-    return session_from_row(r, json.loads)
+    return rows.session_from_row(r, json.loads)
 
 
 def _session_params(s: Session) -> tuple[Any, ...]:
-    return (
-        s.id,
-        s.visitor_id,
-        to_ms(s.created_at),
-        to_ms(s.last_activity or s.created_at),
-        s.status,
-        _ms(s.closed_at),
-        json.dumps(s.metadata),
-        json.dumps(s.identity) if s.identity is not None else None,
-        json.dumps(s.data),
-    )
+    return rows.session_values(s, json.dumps)
 
 
 #: At most this many writes share one transaction.
@@ -382,22 +373,7 @@ class SQLiteStorage(BaseStorage):
             stamp = next_stamp(self._last_stamp(c, session_id), wanted)
             c.execute(
                 f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    message.id,
-                    session_id,
-                    stamp,
-                    stamp,
-                    message.sender,
-                    message.content,
-                    message.status,
-                    _ms(message.delivered_at),
-                    _ms(message.read_at),
-                    _ms(message.edited_at),
-                    _ms(message.deleted_at),
-                    message.reply_to,
-                    json.dumps([a.to_dict() for a in message.attachments]) if message.attachments else None,
-                    json.dumps(message.metadata) if message.metadata else None,
-                ),
+                (message.id, session_id, stamp, stamp, *rows.message_values(message, json.dumps)),
             )
             c.execute("UPDATE sessions SET last_activity_ms = ? WHERE id = ?", (stamp, session_id))
             message.created_at = message.updated_at = from_ms(stamp)
@@ -408,16 +384,7 @@ class SQLiteStorage(BaseStorage):
     async def get_messages(
         self, session_id: str, *, after: datetime | None = None, limit: int | None = None
     ) -> list[Message]:
-        lim = -1 if limit is None else limit
-        if after is None:
-            sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? ORDER BY created_ms LIMIT ?"
-            params: tuple[Any, ...] = (session_id, lim)
-        else:
-            sql = (
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND updated_ms > ? "
-                "ORDER BY updated_ms LIMIT ?"
-            )
-            params = (session_id, to_ms(after), lim)
+        sql, params = rows.messages_query("messages", "?", session_id, after, -1 if limit is None else limit)
 
         def op() -> list[Message]:
             return [_message_from_row(r) for r in self._db().execute(sql, params).fetchall()]
@@ -450,23 +417,8 @@ class SQLiteStorage(BaseStorage):
             stamp = from_ms(next_stamp(self._last_stamp(c, session_id)))
             apply_changes(message, changes, stamp)
             c.execute(
-                "UPDATE messages SET updated_ms=?, content=?, sender=?, status=?, delivered_ms=?, "
-                "read_ms=?, edited_ms=?, deleted_ms=?, reply_to=?, attachments=?, metadata=? "
-                "WHERE id = ?",
-                (
-                    to_ms(stamp),
-                    message.content,
-                    message.sender,
-                    message.status,
-                    _ms(message.delivered_at),
-                    _ms(message.read_at),
-                    _ms(message.edited_at),
-                    _ms(message.deleted_at),
-                    message.reply_to,
-                    json.dumps([a.to_dict() for a in message.attachments]) if message.attachments else None,
-                    json.dumps(message.metadata) if message.metadata else None,
-                    message.id,
-                ),
+                f"UPDATE messages SET updated_ms=?, {rows.message_assignments('?')} WHERE id = ?",
+                (to_ms(stamp), *rows.message_values(message, json.dumps), message.id),
             )
             return message
 

@@ -3,6 +3,7 @@ fast lane alike) turns an exception into ``{"error": <code>, "detail": ...}`` wi
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, TypeVar
 
@@ -65,6 +66,18 @@ def parse_body(body: bytes, model: type[M]) -> M:
             raise BadRequest(400, "invalid_json", "request body must be a JSON object") from None
         detail = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in errs]
         raise BadRequest(400, "invalid_input", detail) from None
+
+
+def load_object(body: bytes) -> dict[str, Any]:
+    """A JSON object from a request body; ValueError (``invalid JSON``, ``expected an object``)
+    for anything else, however it is malformed (nesting too deep included)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ValueError("invalid JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("expected an object")
+    return data
 
 
 class BadRequest(Exception):
