@@ -17,6 +17,7 @@ Storage keys used (``<bridge>`` is ``telegram``, ``slack`` or ``discord``)::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -420,6 +421,13 @@ class Bridge:
             return float(r.headers["retry-after"])
         except (KeyError, ValueError):
             return None
+
+
+async def cancel(task: asyncio.Task[Any] | None) -> None:
+    """Stop a background task and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def _nonce(key: str) -> str:

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from ..errors import BridgeError
 from ..models import Session
 from ..web.parsing import load_object
-from .base import COMMANDS, Bridge, TemporaryBridgeError, ThreadGone
+from .base import COMMANDS, Bridge, TemporaryBridgeError, ThreadGone, cancel
 from .gateway import GatewayClient
 
 log = logging.getLogger("pocketping.bridges")
@@ -161,9 +161,7 @@ class DiscordBridge(Bridge):
 
     async def stop(self) -> None:
         task, self._gateway_task = self._gateway_task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await cancel(task)
         await super().stop()
 
     def _is_own(self, author: Mapping[str, Any] | None) -> bool:

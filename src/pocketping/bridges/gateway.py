@@ -14,6 +14,8 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .base import cancel
+
 log = logging.getLogger("pocketping.bridges")
 
 # GUILDS | GUILD_MESSAGES | MESSAGE_CONTENT (privileged: enable it in the developer portal)
@@ -103,8 +105,7 @@ class GatewayClient:
                     if not await self._handle(ws, payload, acked):
                         return
             finally:
-                beat.cancel()
-                await asyncio.gather(beat, return_exceptions=True)
+                await cancel(beat)
 
     async def _heartbeat(self, ws: Any, interval: float, acked: list[bool]) -> None:
         await asyncio.sleep(interval * random.random())

@@ -24,7 +24,7 @@ from ..chat import ChatListener
 from ..errors import BridgeError, StorageCapabilityError
 from ..models import Message, Session
 from ..storage.base import BaseStorage
-from .base import Bridge, TemporaryBridgeError
+from .base import Bridge, TemporaryBridgeError, cancel
 
 if TYPE_CHECKING:
     from ..core import PocketPing
@@ -97,9 +97,7 @@ class BridgeHub(ChatListener):
 
     async def stop(self) -> None:
         worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
+        await cancel(worker)
         if self._running:
             running = dict(self._running)
             _done, pending = await asyncio.wait(set(running), timeout=5)

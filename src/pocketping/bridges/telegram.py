@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import BridgeError
 from ..models import Session
-from .base import Bridge, TemporaryBridgeError, ThreadGone
+from .base import Bridge, TemporaryBridgeError, ThreadGone, cancel
 
 log = logging.getLogger("pocketping.bridges")
 
@@ -219,9 +219,7 @@ class TelegramBridge(Bridge):
 
     async def stop(self) -> None:
         poller, self._poller = self._poller, None
-        if poller is not None:
-            poller.cancel()
-            await asyncio.gather(poller, return_exceptions=True)
+        await cancel(poller)
         await super().stop()
 
     async def _poll(self) -> None:

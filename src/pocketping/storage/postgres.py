@@ -355,7 +355,7 @@ class PostgresStorage(BaseStorage):
             return []
         # SKIP LOCKED: heads another process is claiming (or finishing) right now are left to
         # it; a head whose claim committed meanwhile is re-checked and no longer matches.
-        rows = await self._fetchall(
+        claimed = await self._fetchall(
             "WITH picked AS ("
             f"  SELECT o.id, o.state FROM pocketping_bridge_outbox o WHERE {_LINE_HEAD} "
             "   AND ((o.state = 'pending' AND o.due_ms <= %(now)s) "
@@ -366,19 +366,7 @@ class PostgresStorage(BaseStorage):
             "RETURNING u.id, u.bridge, u.session_id, u.kind, u.key, u.payload, u.attempts, picked.state",
             {"now": now_ms, "lease": lease_ms, "limit": limit},
         )
-        return [
-            {
-                "id": int(r[0]),
-                "bridge": r[1],
-                "session_id": r[2],
-                "kind": r[3],
-                "key": r[4],
-                "payload": json.loads(r[5]),
-                "attempts": r[6],
-                "reclaimed": r[7] == "inflight",
-            }
-            for r in sorted(rows, key=lambda r: r[0])
-        ]
+        return [rows.outbox_job(r) for r in sorted(claimed, key=lambda r: r[0])]
 
     async def outbox_done(self, item_id: int) -> None:
         async with self.pool.connection() as conn:

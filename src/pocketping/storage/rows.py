@@ -6,6 +6,7 @@ in PostgreSQL, so each storage passes its own ``load`` (``json.loads``, or nothi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -125,3 +126,21 @@ def messages_query(
         f"ORDER BY updated_ms LIMIT {mark}"
     )
     return sql, (session_id, to_ms(after), limit)
+
+
+#: The outbox columns :func:`outbox_job` reads, in order.
+OUTBOX_COLUMNS = "id, bridge, session_id, kind, key, payload, attempts, state"
+
+
+def outbox_job(r: tuple[Any, ...]) -> dict[str, Any]:
+    """A claimed outbox row (:data:`OUTBOX_COLUMNS`, state before the claim) as a job."""
+    return {
+        "id": int(r[0]),
+        "bridge": r[1],
+        "session_id": r[2],
+        "kind": r[3],
+        "key": r[4],
+        "payload": json.loads(r[5]),
+        "attempts": r[6],
+        "reclaimed": r[7] == "inflight",
+    }

@@ -439,8 +439,8 @@ class SQLiteStorage(BaseStorage):
 
     async def outbox_claim(self, *, now_ms: int, lease_ms: int, limit: int) -> list[dict[str, Any]]:
         def op(c: sqlite3.Connection) -> list[dict[str, Any]]:
-            rows = c.execute(
-                "SELECT id, bridge, session_id, kind, key, payload, attempts, state FROM bridge_outbox o "
+            claimed = c.execute(
+                f"SELECT {rows.OUTBOX_COLUMNS} FROM bridge_outbox o "
                 "WHERE state != 'dead' AND id = (SELECT min(id) FROM bridge_outbox i WHERE i.bridge = o.bridge "
                 "AND i.session_id = o.session_id AND i.state != 'dead') "
                 "AND ((state = 'pending' AND due_ms <= ?) OR (state = 'inflight' AND claimed_ms + ? <= ?)) "
@@ -448,20 +448,9 @@ class SQLiteStorage(BaseStorage):
                 (now_ms, lease_ms, now_ms, limit),
             ).fetchall()
             out = []
-            for r in rows:
+            for r in claimed:
                 c.execute("UPDATE bridge_outbox SET state = 'inflight', claimed_ms = ? WHERE id = ?", (now_ms, r[0]))
-                out.append(
-                    {
-                        "id": r[0],
-                        "bridge": r[1],
-                        "session_id": r[2],
-                        "kind": r[3],
-                        "key": r[4],
-                        "payload": json.loads(r[5]),
-                        "attempts": r[6],
-                        "reclaimed": r[7] == "inflight",
-                    }
-                )
+                out.append(rows.outbox_job(r))
             return out
 
         return await self._run(self._write, op)
