@@ -123,7 +123,7 @@ class PocketPing:
         if bridge_url is not None:
             from .bridges.remote import RemoteBridge
 
-            self.bridges.append(RemoteBridge.from_env(bridge_url))
+            self.bridges.append(RemoteBridge.for_url(bridge_url))
         #: The bridges' outbox and worker (None without bridges).
         self.bridge_hub: BridgeHub | None = None
         if self.bridges:

@@ -84,16 +84,9 @@ class SyncPocketPing:
     def close_session(self, session_id: str) -> Session:
         return self.run(self._pp.close_session(session_id))
 
-    def send_message(
-        self,
-        session_id: str,
-        content: str | None = None,
-        *,
-        type: str = "operator",
-        reply_to: str | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> Message:
-        return self.run(self._pp.send_message(session_id, content, type=type, reply_to=reply_to, metadata=metadata))
+    def send_message(self, session_id: str, content: str | None = None, **options: Any) -> Message:
+        """``options``: ``type``, ``reply_to``, ``metadata``, as :meth:`PocketPing.send_message`."""
+        return self.run(self._pp.send_message(session_id, content, **options))
 
     def emit_event(self, session_id: str, name: str, /, **data: Any) -> Event:
         return self.run(self._pp.emit_event(session_id, name, **data))

@@ -21,16 +21,17 @@ import asyncio
 import logging
 import os
 import secrets
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import BridgeError, InvalidInput, MessageNotFound, PocketPingError, SessionNotFound
 from ..models import Message, Session
+from ..web.parsing import load_object
 
 if TYPE_CHECKING:
     from ..core import PocketPing
@@ -87,6 +88,11 @@ class Bridge:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
+    def need(self, value: Any, what: str) -> None:
+        """A :class:`BridgeError` naming ``what`` when a constructor argument is empty."""
+        if not isinstance(value, str | int) or not str(value).strip():
+            raise BridgeError(f"{type(self).__name__} needs {what}", bridge=self.name)
+
     # -- wiring -----------------------------------------------------------------------------
 
     @property
@@ -117,23 +123,42 @@ class Bridge:
     def routes(self) -> list[Route]:
         return [Route(f"/webhooks/{self.name}", self.webhook, methods=["POST"])]
 
+    #: ``from_env``: the variables (``POCKETPING_<NAME>_<KEY>``) of the positional arguments,
+    #: and of the keyword arguments that are read when set.
+    env_required: tuple[str, ...] = ()
+    env_optional: Mapping[str, str] = {}
+
     @classmethod
-    def settings_from_env(
-        cls, environ: Mapping[str, str] | None, required: tuple[str, ...], optional: Mapping[str, str]
-    ) -> tuple[list[str], dict[str, str]]:
-        """``POCKETPING_<NAME>_<KEY>`` variables for :meth:`from_env`: the ``required`` values
-        (a :class:`BridgeError` naming the missing ones) and the ``optional`` ones that are set,
-        keyed by constructor argument."""
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """The bridge configured by ``POCKETPING_<NAME>_*`` environment variables (or ``environ``):
+        :attr:`env_required` must be set (a :class:`BridgeError` names those that are not),
+        :attr:`env_optional` are used when set."""
         env = os.environ if environ is None else environ
         prefix = f"POCKETPING_{cls.name.upper()}_"
-        missing = [key for key in required if not env.get(prefix + key)]
+        missing = [key for key in cls.env_required if not env.get(prefix + key)]
         if missing:
             raise BridgeError("set " + " and ".join(prefix + key for key in missing), bridge=cls.name)
-        found = {arg: env[prefix + key] for arg, key in optional.items() if env.get(prefix + key)}
-        return [env[prefix + key] for key in required], found
+        options = {arg: env[prefix + key] for arg, key in cls.env_optional.items() if env.get(prefix + key)}
+        make: Any = cls
+        bridge: Self = make(*(env[prefix + key] for key in cls.env_required), **options)
+        return bridge
 
     async def webhook(self, request: Request) -> Response:
         return Response(status_code=404)
+
+    async def verified_object(
+        self, request: Request, verify: Callable[[Mapping[str, str], bytes], bool], refusal: Response
+    ) -> dict[str, Any] | Response:
+        """The JSON object a request carries if ``verify(headers, body)`` accepts it; otherwise
+        the response to give: ``refusal`` (logged), or a 400 for a body that is no JSON object."""
+        body = await request.body()
+        if not verify(request.headers, body):
+            log.warning("%s request rejected: bad key or signature", self.name, extra=self._log_extra(None))
+            return refusal
+        try:
+            return load_object(body)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
 
     def _log_extra(self, session_id: str | None) -> dict[str, Any]:
         return {"session_id": session_id, "bridge": self.name}

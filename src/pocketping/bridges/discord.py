@@ -21,7 +21,6 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import BridgeError
 from ..models import Session
-from ..web.parsing import load_object
 from .base import COMMANDS, Bridge, TemporaryBridgeError, ThreadGone, cancel
 from .gateway import GatewayClient
 
@@ -37,6 +36,8 @@ class DiscordBridge(Bridge):
     ``channel_id``, and the MESSAGE_CONTENT intent."""
 
     name = "discord"
+    env_required = ("BOT_TOKEN", "CHANNEL_ID")
+    env_optional = {"public_key": "PUBLIC_KEY", "api_base": "API_BASE", "gateway_url": "GATEWAY_URL"}  # noqa: RUF012
 
     def __init__(
         self,
@@ -48,10 +49,8 @@ class DiscordBridge(Bridge):
         gateway_url: str | None = None,
     ) -> None:
         super().__init__()
-        if not bot_token or not isinstance(bot_token, str):
-            raise BridgeError("DiscordBridge needs a bot token", bridge=self.name)
-        if not str(channel_id).strip():
-            raise BridgeError("DiscordBridge needs a channel id", bridge=self.name)
+        self.need(bot_token, "a bot token")
+        self.need(channel_id, "a channel id")
         self.bot_token = bot_token
         self.channel_id = str(channel_id)
         self.public_key = public_key or None
@@ -70,17 +69,6 @@ class DiscordBridge(Bridge):
 
     def __repr__(self) -> str:
         return f"DiscordBridge(channel_id={self.channel_id!r})"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> DiscordBridge:
-        """``POCKETPING_DISCORD_BOT_TOKEN``, ``_CHANNEL_ID``, ``_PUBLIC_KEY``, optional ``_API_BASE``,
-        ``_GATEWAY_URL``."""
-        (token, target), options = cls.settings_from_env(
-            environ,
-            ("BOT_TOKEN", "CHANNEL_ID"),
-            {"public_key": "PUBLIC_KEY", "api_base": "API_BASE", "gateway_url": "GATEWAY_URL"},
-        )
-        return cls(token, target, **options)
 
     # -- formatting (Discord markdown) ------------------------------------------------------
 
@@ -212,14 +200,11 @@ class DiscordBridge(Bridge):
     async def webhook(self, request: Request) -> Response:
         if self._verify_key is None:
             return JSONResponse({"error": "no public_key configured"}, status_code=403)
-        body = await request.body()
-        if not self.verify(request.headers, body):
-            log.warning("interaction rejected: bad signature", extra=self._log_extra(None))
-            return JSONResponse({"error": "invalid request signature"}, status_code=401)
-        try:
-            interaction = load_object(body)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+        interaction = await self.verified_object(
+            request, self.verify, JSONResponse({"error": "invalid request signature"}, status_code=401)
+        )
+        if isinstance(interaction, Response):
+            return interaction
         if interaction.get("type") == 1:
             return JSONResponse({"type": 1})
         if interaction.get("type") != 2:

@@ -27,7 +27,6 @@ from starlette.routing import Route
 
 from ..errors import BridgeError, PocketPingError
 from ..models import iso
-from ..web.parsing import load_object
 from .base import Bridge
 
 log = logging.getLogger("pocketping.bridges")
@@ -70,7 +69,7 @@ def auth_headers(key: str | None, body: bytes) -> dict[str, str]:
 
 
 class RemoteBridge(Bridge):
-    """The SDK side of ``bridge_url``: ``PocketPing(bridge_url=..., )`` adds one, reading the
+    """The SDK side of ``bridge_url``: ``PocketPing(bridge_url=...)`` adds one (:meth:`for_url`), reading the
     shared key from ``POCKETPING_BRIDGE_API_KEY``."""
 
     name = "remote"
@@ -85,7 +84,7 @@ class RemoteBridge(Bridge):
         return f"RemoteBridge({self.bridge_url!r})"
 
     @classmethod
-    def from_env(cls, bridge_url: str, environ: Mapping[str, str] | None = None) -> RemoteBridge:
+    def for_url(cls, bridge_url: str, environ: Mapping[str, str] | None = None) -> RemoteBridge:
         """Key from ``POCKETPING_BRIDGE_API_KEY``; ``POCKETPING_BRIDGE_REQUIRE_SIGNATURE=1`` to require signatures."""
         import os
 
@@ -148,14 +147,13 @@ class RemoteBridge(Bridge):
     # -- operator events from the bridge server ---------------------------------------------
 
     async def webhook(self, request: Request) -> Response:
-        body = await request.body()
-        if not check_auth(request.headers, body, self.api_key, self.require_signature):
-            log.warning("bridge callback rejected: bad key or signature", extra=self._log_extra(None))
-            return JSONResponse({"error": "Unauthorized"}, status_code=401)
-        try:
-            event = load_object(body)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+        event = await self.verified_object(
+            request,
+            lambda headers, body: check_auth(headers, body, self.api_key, self.require_signature),
+            JSONResponse({"error": "Unauthorized"}, status_code=401),
+        )
+        if isinstance(event, Response):
+            return event
         try:
             await self.handle_event(event)
         except PocketPingError as exc:

@@ -43,6 +43,8 @@ class SlackBridge(Bridge):
     ``xoxb-…`` token; the bot must be a member of ``channel_id``."""
 
     name = "slack"
+    env_required = ("BOT_TOKEN", "CHANNEL_ID")
+    env_optional = {"signing_secret": "SIGNING_SECRET", "api_base": "API_BASE"}  # noqa: RUF012
     header_is_separate = False
 
     def __init__(
@@ -54,10 +56,8 @@ class SlackBridge(Bridge):
         api_base: str = "https://slack.com/api",
     ) -> None:
         super().__init__()
-        if not bot_token or not isinstance(bot_token, str):
-            raise BridgeError("SlackBridge needs a bot token (xoxb-…)", bridge=self.name)
-        if not channel_id:
-            raise BridgeError("SlackBridge needs a channel id (C…)", bridge=self.name)
+        self.need(bot_token, "a bot token (xoxb-…)")
+        self.need(channel_id, "a channel id (C…)")
         self.bot_token = bot_token
         self.channel_id = channel_id
         self.signing_secret = signing_secret or None
@@ -68,14 +68,6 @@ class SlackBridge(Bridge):
 
     def __repr__(self) -> str:
         return f"SlackBridge(channel_id={self.channel_id!r})"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> SlackBridge:
-        """``POCKETPING_SLACK_BOT_TOKEN``, ``_CHANNEL_ID``, ``_SIGNING_SECRET``, optional ``_API_BASE``."""
-        (token, target), options = cls.settings_from_env(
-            environ, ("BOT_TOKEN", "CHANNEL_ID"), {"signing_secret": "SIGNING_SECRET", "api_base": "API_BASE"}
-        )
-        return cls(token, target, **options)
 
     # -- formatting (mrkdwn) ----------------------------------------------------------------
 

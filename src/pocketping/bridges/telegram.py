@@ -12,7 +12,6 @@ import hmac
 import html
 import json
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -36,6 +35,8 @@ class TelegramBridge(Bridge):
     """
 
     name = "telegram"
+    env_required = ("BOT_TOKEN", "CHAT_ID")
+    env_optional = {"webhook_secret": "WEBHOOK_SECRET", "api_base": "API_BASE"}  # noqa: RUF012
     command_prefix = "/"
     poll_timeout = 25.0
 
@@ -48,10 +49,8 @@ class TelegramBridge(Bridge):
         api_base: str = "https://api.telegram.org",
     ) -> None:
         super().__init__()
-        if not bot_token or not isinstance(bot_token, str):
-            raise BridgeError("TelegramBridge needs a bot token (from @BotFather)", bridge=self.name)
-        if not str(chat_id).strip():
-            raise BridgeError("TelegramBridge needs the forum supergroup's chat id", bridge=self.name)
+        self.need(bot_token, "a bot token (from @BotFather)")
+        self.need(chat_id, "the forum supergroup's chat id")
         self.bot_token = bot_token
         self.chat_id = chat_id
         self.webhook_secret = webhook_secret or None
@@ -61,14 +60,6 @@ class TelegramBridge(Bridge):
     def __repr__(self) -> str:
         mode = "webhook" if self.webhook_secret else "polling"
         return f"TelegramBridge(chat_id={self.chat_id!r}, {mode})"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> TelegramBridge:
-        """``POCKETPING_TELEGRAM_BOT_TOKEN``, ``_CHAT_ID``, and optional ``_WEBHOOK_SECRET``, ``_API_BASE``."""
-        (token, target), options = cls.settings_from_env(
-            environ, ("BOT_TOKEN", "CHAT_ID"), {"webhook_secret": "WEBHOOK_SECRET", "api_base": "API_BASE"}
-        )
-        return cls(token, target, **options)
 
     # -- formatting (parse_mode HTML) -------------------------------------------------------
 
