@@ -146,17 +146,27 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
         Route("/message/{message_id}", edit_message, methods=["PATCH"]),
         Route("/message/{message_id}", delete_message, methods=["DELETE"]),
         Route("/messages", get_messages, methods=["GET"]),
-        Route("/typing", typing, methods=["POST"]),
-        Route("/read", read, methods=["POST"]),
-        Route("/identify", identify, methods=["POST"]),
-        Route("/prechat", prechat, methods=["POST"]),
-        Route("/csat", csat, methods=["POST"]),
-        Route("/disconnect", beacon, methods=["POST"]),
-        Route("/visibility", beacon, methods=["POST"]),
-        Route("/screenshot/requests", screenshot_requests, methods=["GET"]),
-        Route("/health", health, methods=["GET"]),
-        Route("/widget.js", widget_js, methods=["GET"]),
-        Route("/stream", stream_http(pp), methods=["GET"]),
+        *(
+            Route(path, endpoint, methods=["POST"])
+            for path, endpoint in (
+                ("/typing", typing),
+                ("/read", read),
+                ("/identify", identify),
+                ("/prechat", prechat),
+                ("/csat", csat),
+                ("/disconnect", beacon),
+                ("/visibility", beacon),
+            )
+        ),
+        *(
+            Route(path, endpoint, methods=["GET"])
+            for path, endpoint in (
+                ("/screenshot/requests", screenshot_requests),
+                ("/health", health),
+                ("/widget.js", widget_js),
+                ("/stream", stream_http(pp)),
+            )
+        ),
         *upload_routes(pp),
         *(pp.bridge_hub.routes() if pp.bridge_hub is not None else []),
     ]
