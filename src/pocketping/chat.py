@@ -16,7 +16,6 @@ Policy that later applies to every entry point (limits, bans, identity checks) b
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -27,7 +26,8 @@ from .errors import Forbidden, InvalidInput, MessageNotFound, SessionNotFound, S
 from .files import attachment_from_meta
 from .hooks import HookRunner
 from .models import SENDERS, Attachment, Event, Message, Session, iso, new_id, parse_time
-from .realtime.hub import ALL, Broker, Hub, message_frame
+from .realtime.fanout import Fanout, dumps
+from .realtime.hub import ALL, Broker, Hub
 from .storage.base import STAMP, BaseStorage
 
 log = logging.getLogger("pocketping")
@@ -37,11 +37,6 @@ OPERATOR_TYPES = ("operator", "ai", "system")
 VISITOR_READS = frozenset(OPERATOR_TYPES)
 TYPING_TTL = 5.0
 VISITOR_TYPING_INTERVAL = 2.0
-
-
-def dumps(obj: Any) -> str:
-    """Compact JSON text, as pushed to streams."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 class Connection(NamedTuple):
@@ -97,46 +92,21 @@ class ChatService:
         self.storage = storage
         self.files = files
         self.hooks = hooks or HookRunner()
-        self.hub = hub or Hub()
-        self.broker = broker
+        self.fanout = Fanout(hub or Hub(), broker)
+        self.hub = self.fanout.hub
         self.max_message_length = max_message_length
         self.listeners: list[ChatListener] = []
         self.operator_online = False
         #: Seconds after which operator typing dots clear by themselves.
         self.typing_ttl = TYPING_TTL
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._typing_timers: dict[str, asyncio.TimerHandle] = {}
         self._visitor_typing_at: dict[str, float] = {}
 
     # -- fan-out ----------------------------------------------------------------------------
 
     def publish(self, session_id: str | None, type: str, data: dict[str, Any], event_id: str | None = None) -> None:
-        """Push ``{"type", "data"}`` to the session's open streams (``None``: all streams),
-        on this process and, through the broker, on every other."""
-        if self.broker is None and not self.hub.listening(session_id):
-            return  # nobody to tell: skip serialising
-        frame = (dumps({"type": type, "data": data}), event_id)
-        self.hub.deliver(session_id, frame)
-        if self.broker is not None:
-            self._spawn(self.broker.publish(session_id, frame))
-
-    def publish_message(self, message: Message) -> None:
-        if self.broker is None and not self.hub.listening(message.session_id):
-            return
-        frame = message_frame(message)
-        self.hub.deliver(message.session_id, frame)
-        if self.broker is not None:
-            self._spawn(self.broker.publish(message.session_id, frame))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def settle(self, timeout: float = 10.0) -> None:
-        """Wait (up to ``timeout``) for broker publishes still in flight; used at shutdown."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+        """Push ``{"type", "data"}`` to the session's open streams (``None``: all streams)."""
+        self.fanout.publish(session_id, type, data, event_id)
 
     def stop(self) -> None:
         """Cancel typing timers (shutdown)."""
@@ -344,7 +314,7 @@ class ChatService:
             attachments=attachments,
         )
         message = await self.storage.save_message(session_id, message)
-        self.publish_message(message)
+        self.fanout.publish_message(message)
         await self._visitor_message_stored(session, message)
         return message
 
@@ -381,7 +351,7 @@ class ChatService:
         )
         message = await self.storage.save_message(session_id, message)
         self._stop_typing(session_id, announce=False)
-        self.publish_message(message)
+        self.fanout.publish_message(message)
         for listener in self.listeners:
             await listener.operator_message(message)
         return message
@@ -393,7 +363,7 @@ class ChatService:
             return None
         incoming.session_id = session.id
         message = await self.storage.save_message(session.id, incoming)
-        self.publish_message(message)
+        self.fanout.publish_message(message)
         if message.sender == "visitor":
             await self._visitor_message_stored(session, message)
         else:

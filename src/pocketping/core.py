@@ -213,7 +213,7 @@ class PocketPing:
             return
         self.started = False
         await self.hooks.stop()
-        await self.chat.settle()
+        await self.chat.fanout.settle()
         self.chat.stop()
         self.hub.close_all()
         if self.broker is not None:
