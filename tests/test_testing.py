@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pocketping import MemoryStorage, PocketPing
@@ -47,3 +48,11 @@ def test_fake_bridge_relays_both_ways() -> None:
         assert [(m["sender"], m["content"]) for m in widget.messages()][-1] == ("operator", "It ships today.")
         pp.sync.run(fake.reply(sid, "!close"))
         assert pp.sync.get_session(sid).status == "closed"
+
+
+def test_the_readme_example_runs() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = readme.split("### Testing your handlers", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    namespace["test_new_visitors_reach_the_team"]()
