@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from .. import __version__
 from ..errors import InvalidInput, PocketPingError
@@ -26,7 +25,8 @@ from ..protocol import (
     SessionOnlyRequest,
     TypingRequest,
 )
-from .console import ConsoleSplit, build_console_app, widget_js
+from .console import build_console_app, widget_js
+from .cors import Cors
 from .fast import VERSION_HEADERS, FastLane
 from .parsing import BadRequest, error_response, parse
 from .stream import stream_http
@@ -182,32 +182,4 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
     )
     # One CORS layer for the fast lane and the routes; the console is dispatched before it:
     # only same-origin pages may read it.
-    origins = pp.allowed_origins
-    cors: dict[str, Any] = (
-        {"allow_origin_regex": ".*"}
-        if origins == "*"
-        else {"allow_origins": [origins] if isinstance(origins, str) else list(origins)}
-    )
-    widget = CORSMiddleware(
-        FastLane(pp, app),
-        allow_credentials=True,
-        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=["Content-Type", "X-PocketPing-Version"],
-        expose_headers=VERSION_HEADERS,
-        max_age=86400,
-        **cors,
-    )
-    return _LazyStart(pp, ConsoleSplit(build_console_app(pp), widget))
-
-
-class _LazyStart:
-    """Starts PocketPing on the first request when the host did not run its lifespan."""
-
-    def __init__(self, pp: PocketPing, app: ASGIApp) -> None:
-        self.pp = pp
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan" and not self.pp.started:
-            await self.pp.start()
-        await self.app(scope, receive, send)
+    return FastLane(pp, Cors(app, pp.allowed_origins, expose=VERSION_HEADERS), build_console_app(pp))

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 
 from ..errors import AuthError, InvalidInput, PocketPingError
 from ..models import Message, Session, iso
@@ -85,21 +85,6 @@ def route_path(scope: Scope) -> str:
     if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
         return path[len(root) :]
     return path
-
-
-class ConsoleSplit:
-    """Sends ``/console*`` to the console app and everything else to the widget app."""
-
-    def __init__(self, console: ASGIApp, widget: ASGIApp) -> None:
-        self.console, self.widget = console, widget
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
-            path = route_path(scope)
-            if path == PREFIX or path.startswith(PREFIX + "/"):
-                await self.console(scope, receive, send)
-                return
-        await self.widget(scope, receive, send)
 
 
 def _session_summary(session: Session, messages: list[Message]) -> dict[str, Any]:

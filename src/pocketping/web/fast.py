@@ -19,7 +19,9 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from ..models import iso
 from ..protocol import ConnectRequest, SendMessageRequest
+from .console import PREFIX as CONSOLE
 from .console import route_path
+from .cors import Cors
 from .parsing import MAX_BODY, BadRequest, error_of, parse_body
 from .stream import stream_ws
 from .versions import version_headers
@@ -93,26 +95,41 @@ async def message_call(pp: PocketPing, body: bytes) -> Result:
 
 
 class FastLane:
-    def __init__(self, pp: PocketPing, app: ASGIApp) -> None:
+    """The front of the ASGI app: starts PocketPing on the first request when the host did not
+    run its lifespan, sends ``/console*`` to the console (outside CORS: only same-origin pages
+    may read it), answers the hot calls itself (with ``cors``'s headers) and hands the rest to
+    ``app`` (the Starlette routes behind the :class:`~pocketping.web.cors.Cors` layer)."""
+
+    def __init__(self, pp: PocketPing, app: Cors, console: ASGIApp) -> None:
         self.pp = pp
         self.app = app
+        self.cors = app
+        self.console = console
         # A stream lives for hours, and every layer it passes through keeps a frame alive
         # for that long.
         self.ws_endpoint = stream_ws(pp)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path = route_path(scope)
-            if path == "/connect" or path == "/message":
-                if scope["method"] == "POST":
-                    await self._answer(path, scope, receive, send)
-                else:
-                    await _reply(send, 405, {"error": "method_not_allowed", "detail": "Method Not Allowed"}, ALLOW)
-                return
-        elif scope["type"] == "websocket" and route_path(scope) == "/stream":
-            await self._stream(scope, receive, send)
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        if not self.pp.started:
+            await self.pp.start()
+        path = route_path(scope)
+        if path.startswith(CONSOLE) and (len(path) == len(CONSOLE) or path[len(CONSOLE)] == "/"):
+            await self.console(scope, receive, send)
+        elif kind == "http" and (path == "/connect" or path == "/message") and scope["method"] != "OPTIONS":
+            if scope["method"] == "POST":
+                await self._answer(path, scope, receive, send)
+            else:
+                await self._reply(
+                    scope, send, 405, {"error": "method_not_allowed", "detail": "Method Not Allowed"}, ALLOW
+                )
+        elif kind == "websocket" and path == "/stream":
+            await self._stream(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
     async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         ws = WebSocket(scope, receive, send)
@@ -143,19 +160,22 @@ class FastLane:
         except Exception as exc:
             status, payload = error_of(exc, f"POST {path}")
             extra = {}
-        await _reply(send, status, payload, extra)
+        await self._reply(scope, send, status, payload, extra)
+
+    async def _reply(
+        self, scope: Scope, send: Send, status: int, payload: dict[str, Any], extra: dict[str, str]
+    ) -> None:
+        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+        for key, value in extra.items():
+            headers.append((key.lower().encode("latin-1"), value.encode("latin-1")))
+        origin = next((value for name, value in scope["headers"] if name == b"origin"), None)
+        headers += self.cors.response_headers(origin)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
 
 
 ALLOW = {"Allow": "POST"}
-
-
-async def _reply(send: Send, status: int, payload: dict[str, Any], extra: dict[str, str]) -> None:
-    data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-    for key, value in extra.items():
-        headers.append((key.lower().encode("latin-1"), value.encode("latin-1")))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": data})
 
 
 async def _read_body(receive: Receive) -> bytes:
