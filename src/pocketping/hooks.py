@@ -32,6 +32,9 @@ log = logging.getLogger("pocketping.handlers")
 HookKind = Literal["session_start", "message", "event"]
 KINDS: tuple[HookKind, ...] = ("session_start", "message", "event")
 
+#: Seconds after which a worker still in one call counts as stuck (another one is woken).
+STUCK = 0.02
+
 #: (hook, its name for logs, arguments)
 _Call = tuple[Callable[..., Any], str, tuple[Any, ...]]
 
@@ -76,7 +79,17 @@ class HookRunner:
         self._lanes: dict[str, _Lane] = {}
         self._lock = threading.Lock()
         self._pending = 0
-        self._ready: queue.SimpleQueue[_Lane | None] = queue.SimpleQueue()
+        # Lanes waiting for a worker thread. A sleeping worker is woken (one ``_bell`` token
+        # each) only when no awake worker will get to the lane soon: under load the awake
+        # ones take lane after lane without a thread wake-up each.
+        self._ready: deque[_Lane] = deque()
+        self._bell: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self._sleeping = 0
+        self._rung = 0
+        #: Per worker: monotonic start of the call it runs, 0.0 between calls.
+        self._busy_since: list[float] = []
+        self._watching = False
+        self._loop_thread = 0
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._to_schedule: list[_Lane] = []
@@ -105,13 +118,18 @@ class HookRunner:
     def start(self) -> None:
         """Bind to the running event loop (coroutine hooks run there) and start the workers."""
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         if any(not self._is_async[fn] for fns in self.hooks.values() for fn in fns):
             self._start_threads()
         self._flush()
 
     def _start_threads(self) -> None:
+        with self._lock:
+            self._busy_since = [0.0] * self.workers
+            self._sleeping = self._rung = 0
         while len(self._threads) < self.workers:
-            t = threading.Thread(target=self._work, name=f"pocketping-hooks-{len(self._threads)}", daemon=True)
+            index = len(self._threads)
+            t = threading.Thread(target=self._work, args=(index,), name=f"pocketping-hooks-{index}", daemon=True)
             t.start()
             self._threads.append(t)
 
@@ -131,7 +149,7 @@ class HookRunner:
             log.warning("stopping with %d hook calls not run after %.1f s", self._pending, self.grace)
         threads, self._threads = self._threads, []
         for _ in threads:
-            self._ready.put(None)
+            self._bell.put(False)
         self._loop = None
 
     # -- dispatch (on the event loop) -------------------------------------------------------
@@ -184,10 +202,44 @@ class HookRunner:
         if self._is_async[fn]:
             assert self._loop is not None
             self._loop.call_soon_threadsafe(self._start_task, lane)
-        else:
-            if not self._threads:
-                self._start_threads()
-            self._ready.put(lane)
+            return
+        if not self._threads:
+            self._start_threads()
+        with self._lock:
+            self._ready.append(lane)
+            ring = self._should_ring()
+        if ring:
+            self._bell.put(True)
+        elif not self._watching and self._loop is not None:
+            # If the awake workers turn out to be stuck in slow hooks, wake another one.
+            self._watching = True
+            if threading.get_ident() == self._loop_thread:
+                self._loop.call_later(STUCK, self._watch)
+            else:
+                self._loop.call_soon_threadsafe(self._loop.call_later, STUCK, self._watch)
+
+    def _should_ring(self) -> bool:
+        """Whether to wake a sleeping worker for the lanes in ``_ready`` (lock held)."""
+        if not self._ready or self._sleeping <= self._rung:
+            return False
+        awake = len(self._threads) - self._sleeping + self._rung
+        if awake > 0:
+            stuck_before = time.monotonic() - STUCK
+            free = sum(1 for since in self._busy_since if since == 0.0 or since > stuck_before)
+            free -= self._sleeping - self._rung  # sleepers' entries are 0.0 too
+            if free >= len(self._ready):
+                return False
+        self._rung += 1
+        return True
+
+    def _watch(self) -> None:
+        with self._lock:
+            ring = self._should_ring()
+            self._watching = bool(self._ready)
+        if ring:
+            self._bell.put(True)
+        if self._watching and self._loop is not None:
+            self._loop.call_later(STUCK, self._watch)
 
     def _start_task(self, lane: _Lane) -> None:
         task = asyncio.get_running_loop().create_task(self._run_async(lane))
@@ -213,13 +265,30 @@ class HookRunner:
 
     # -- the two runners --------------------------------------------------------------------
 
-    def _work(self) -> None:
+    def _work(self, index: int) -> None:
+        busy = self._busy_since
         while True:
-            lane = self._ready.get()
+            with self._lock:
+                lane = self._ready.popleft() if self._ready else None
+                if lane is None:
+                    self._sleeping += 1
+                elif self._should_ring():  # more lanes than free workers: wake a sleeper
+                    ring = True
+                else:
+                    ring = False
             if lane is None:
-                return
+                awake = self._bell.get()
+                with self._lock:
+                    self._sleeping -= 1
+                    self._rung = max(0, self._rung - 1)
+                if not awake:
+                    return
+                continue
+            if ring:
+                self._bell.put(True)
             while (call := self._next(lane, False)) is not None:
                 fn, kind, args = call
+                busy[index] = time.monotonic()
                 try:
                     result = fn(*args)
                     if inspect.isawaitable(result) and self._loop is not None:
@@ -227,6 +296,7 @@ class HookRunner:
                 except Exception:
                     _log_failure(kind, fn, lane.session_id)
                 finally:
+                    busy[index] = 0.0
                     self._done()
 
     async def _run_async(self, lane: _Lane) -> None:

@@ -123,9 +123,9 @@ class FastLane:
             if scope["method"] == "POST":
                 await self._answer(path, scope, receive, send)
             else:
-                await self._reply(
-                    scope, send, 405, {"error": "method_not_allowed", "detail": "Method Not Allowed"}, ALLOW
-                )
+                refusal = {"error": "method_not_allowed", "detail": "Method Not Allowed"}
+                origin = next((value for name, value in scope["headers"] if name == b"origin"), None)
+                await self._reply(send, origin, 405, refusal, ALLOW)
         elif kind == "websocket" and path == "/stream":
             await self._stream(scope, receive, send)
         else:
@@ -141,9 +141,11 @@ class FastLane:
                 await ws.close(code=1011)
 
     async def _answer(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
-        version = forwarded = real_ip = None
+        version = forwarded = real_ip = origin = None
         for name, value in scope["headers"]:
-            if name == b"x-pocketping-version":
+            if name == b"origin":
+                origin = value
+            elif name == b"x-pocketping-version":
                 version = value.decode("latin-1")
             elif name == b"x-forwarded-for":
                 forwarded = value.decode("latin-1")
@@ -160,16 +162,15 @@ class FastLane:
         except Exception as exc:
             status, payload = error_of(exc, f"POST {path}")
             extra = {}
-        await self._reply(scope, send, status, payload, extra)
+        await self._reply(send, origin, status, payload, extra)
 
     async def _reply(
-        self, scope: Scope, send: Send, status: int, payload: dict[str, Any], extra: dict[str, str]
+        self, send: Send, origin: bytes | None, status: int, payload: dict[str, Any], extra: dict[str, str]
     ) -> None:
         data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
         for key, value in extra.items():
             headers.append((key.lower().encode("latin-1"), value.encode("latin-1")))
-        origin = next((value for name, value in scope["headers"] if name == b"origin"), None)
         headers += self.cors.response_headers(origin)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
