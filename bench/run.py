@@ -187,7 +187,9 @@ def load(server: Server, *args: str) -> dict[str, Any]:
            "--pid", str(server.pid), *args]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=LOAD_TIMEOUT)
     if out.returncode != 0:
-        raise RuntimeError(f"load {args} on {server.name} failed:\n{out.stderr[-3000:]}")
+        server.log.flush()
+        server_log = (server.tmp / "server.log").read_text(errors="replace")[-6000:]
+        raise RuntimeError(f"load {args} on {server.name} failed:\n{out.stderr[-3000:]}\nserver log:\n{server_log}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

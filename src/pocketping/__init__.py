@@ -25,6 +25,7 @@ from .errors import (  # noqa: E402
 )
 from .files import LocalFileStore  # noqa: E402
 from .models import Attachment, Event, Message, Session  # noqa: E402
+from .policy import IpFilter, UaFilter, identity_hash  # noqa: E402
 from .realtime.brokers import PostgresBroker, RedisBroker  # noqa: E402  (extras imported on construction)
 from .realtime.hub import Broker  # noqa: E402
 from .storage import BaseStorage, MemoryStorage, SQLiteStorage  # noqa: E402
@@ -44,6 +45,7 @@ __all__ = [
     "Event",
     "Forbidden",
     "InvalidInput",
+    "IpFilter",
     "LocalFileStore",
     "MemoryStorage",
     "Message",
@@ -61,5 +63,7 @@ __all__ = [
     "StorageCapabilityError",
     "StorageError",
     "TelegramBridge",
+    "UaFilter",
     "__version__",
+    "identity_hash",
 ]

@@ -26,6 +26,7 @@ from .errors import Forbidden, InvalidInput, MessageNotFound, SessionNotFound, S
 from .files import attachment_from_meta
 from .hooks import HookRunner
 from .models import SENDERS, Attachment, Event, Message, Session, iso, new_id, parse_time
+from .policy import Policy
 from .realtime.fanout import Fanout, dumps
 from .realtime.hub import ALL, Broker, Hub
 from .storage.base import STAMP, BaseStorage
@@ -85,12 +86,14 @@ class ChatService:
         hooks: HookRunner | None = None,
         hub: Hub | None = None,
         broker: Broker | None = None,
+        policy: Policy | None = None,
         max_message_length: int = 4000,
     ) -> None:
         if max_message_length < 1:
             raise InvalidInput("max_message_length must be at least 1")
         self.storage = storage
         self.files = files
+        self.policy = policy or Policy()
         self.hooks = hooks or HookRunner()
         self.fanout = Fanout(hub or Hub(), broker)
         self.hub = self.fanout.hub
@@ -174,14 +177,19 @@ class ChatService:
         metadata: dict[str, Any] | None = None,
         identity: dict[str, Any] | None = None,
     ) -> Connection:
-        """Resume the visitor's session (by id, else by visitor id) or start one."""
+        """Resume the visitor's session (by id, else by visitor id) or start one. A banned
+        visitor is refused (:class:`Forbidden`); an identity is checked (:class:`AuthError`)."""
+        verified = False
+        if identity:
+            identity, verified = self.policy.check_identity(identity)
         session = None
         if session_id:
             session = await self.storage.get_session(session_id)
         if session is None:
             session = await self.storage.find_session_by_visitor(visitor_id)
         if session is not None:
-            if _merge(session, metadata, identity):
+            _refuse_banned(session)
+            if _merge(session, metadata, identity, verified):
                 await self._save_session(session)
             return Connection(session, False, await self.storage.get_messages(session.id))
         now = datetime.now(UTC)
@@ -193,6 +201,8 @@ class ChatService:
             metadata=dict(metadata or {}),
             identity=identity or None,
         )
+        if identity:
+            session.data["identity_verified"] = verified
         await self.storage.create_session(session)
         await self._started(session)
         return Connection(session, True, [])
@@ -205,7 +215,7 @@ class ChatService:
             await self.storage.create_session(incoming)
             await self._started(incoming)
             return incoming
-        if _merge(session, incoming.metadata, incoming.identity):
+        if _merge(session, incoming.metadata, incoming.identity, incoming.identity_verified):
             await self._save_session(session)
         return session
 
@@ -219,8 +229,10 @@ class ChatService:
         uid = identity.get("id") if isinstance(identity, dict) else None
         if not isinstance(uid, str) or not uid.strip():
             raise InvalidInput("identity.id is required and must be a non-empty string")
-        session = await self.get_session(session_id)
+        identity, verified = self.policy.check_identity(identity)
+        session = await self.visitor_session(session_id)
         session.identity = identity
+        session.data["identity_verified"] = verified
         await self.storage.update_session(session)
         return session
 
@@ -231,14 +243,14 @@ class ChatService:
             raise InvalidInput("give an email or a phone number")
         if email and ("@" not in email or email.startswith("@") or email.endswith("@")):
             raise InvalidInput("email is not a valid address")
-        session = await self.get_session(session_id)
+        session = await self.visitor_session(session_id)
         session.data["prechat"] = data
         await self.storage.update_session(session)
         return session
 
     async def rate(self, session_id: str, score: int, comment: str | None = None) -> bool:
         """Store the visitor's satisfaction rating (once); False if it was already rated."""
-        session = await self.get_session(session_id)
+        session = await self.visitor_session(session_id)
         if "csat" in session.data:
             return False
         rating: dict[str, Any] = {"score": score}
@@ -273,6 +285,34 @@ class ChatService:
         await self._save_session(session)
         return True
 
+    async def visitor_session(self, session_id: str) -> Session:
+        """The session a visitor request is about: :class:`SessionNotFound`, or
+        :class:`Forbidden` when it is banned."""
+        session = await self.get_session(session_id)
+        _refuse_banned(session)
+        return session
+
+    async def ban(self, session_id: str) -> Session:
+        """The session can no longer post and its visitor can no longer connect (stored: it
+        holds across processes and restarts). Its open streams end."""
+        return await self._set_banned(session_id, True)
+
+    async def unban(self, session_id: str) -> Session:
+        """Undo :meth:`ban`."""
+        return await self._set_banned(session_id, False)
+
+    async def _set_banned(self, session_id: str, banned: bool) -> Session:
+        session = await self.get_session(session_id)
+        if session.banned != banned:
+            if banned:
+                session.data["banned"] = True
+            else:
+                session.data.pop("banned", None)
+            await self.storage.update_session(session)
+        if banned:
+            self.hub.close_channel(session_id)
+        return session
+
     async def _save_session(self, session: Session) -> None:
         try:
             await self.storage.update_session(session)
@@ -302,7 +342,7 @@ class ChatService:
         self.check_content(content, allow_empty=bool(attachment_ids))
         if not content.strip() and not attachment_ids:
             raise InvalidInput("content must not be empty")
-        session = await self.get_session(session_id)
+        session = await self.visitor_session(session_id)
         attachments = await self._attachments(session_id, attachment_ids) if attachment_ids else []
         message = Message(
             id=new_id("msg"),
@@ -417,7 +457,10 @@ class ChatService:
         return updated
 
     async def _changeable(self, session_id: str, message_id: str, by_visitor: bool, verb: str) -> Message:
-        await self.require_session(session_id)
+        if by_visitor:
+            await self.visitor_session(session_id)
+        else:
+            await self.require_session(session_id)
         message = await self.storage.get_message(session_id, message_id)
         if message is None:
             raise MessageNotFound(message_id)
@@ -464,7 +507,7 @@ class ChatService:
 
     async def start_upload(self, session_id: str, filename: str, mime_type: str, size: int) -> dict[str, Any]:
         """Reserve an attachment of the session; returns its metadata (``id`` among it)."""
-        await self.require_session(session_id)
+        await self.visitor_session(session_id)
         meta: dict[str, Any] = await self.files.create(session_id, filename, mime_type.lower(), size)
         return meta
 
@@ -480,7 +523,7 @@ class ChatService:
 
     async def visitor_typing(self, session_id: str, is_typing: bool) -> None:
         """Tell operators the visitor is typing (at most every 2 s while it goes on)."""
-        await self.require_session(session_id)
+        await self.visitor_session(session_id)
         now = time.monotonic()
         if is_typing and now - self._visitor_typing_at.get(session_id, 0.0) < VISITOR_TYPING_INTERVAL:
             return
@@ -518,7 +561,7 @@ class ChatService:
         """A custom event from the widget: to the console and ``on_event``. None if the
         session is gone."""
         session = await self.find_session(session_id)
-        if session is None:
+        if session is None or session.banned:
             return None
         event = Event(name, data or {}, timestamp or datetime.now(UTC), session_id)
         await self._widget_event(session, event)
@@ -542,13 +585,19 @@ class ChatService:
         return event
 
 
-def _merge(session: Session, metadata: dict[str, Any] | None, identity: dict[str, Any] | None) -> bool:
+def _merge(session: Session, metadata: dict[str, Any] | None, identity: dict[str, Any] | None, verified: bool) -> bool:
     """Fold a resume's metadata and identity into the session; True if anything changed."""
     changed = False
     if metadata and metadata != session.metadata:
         session.metadata = {**session.metadata, **metadata}
         changed = True
-    if identity and identity != session.identity:
+    if identity and (identity != session.identity or verified != session.identity_verified):
         session.identity = identity
+        session.data["identity_verified"] = verified
         changed = True
     return changed
+
+
+def _refuse_banned(session: Session) -> None:
+    if session.banned:
+        raise Forbidden("this visitor has been blocked by the site's operators")

@@ -19,6 +19,7 @@ from .chat import ChatService
 from .errors import InvalidInput
 from .hooks import HookRunner
 from .models import Event, Message, Session
+from .policy import IpFilter, Policy, UaFilter
 from .realtime.brokers import resync_streams
 from .realtime.hub import Broker, Hub
 from .storage.base import BaseStorage, ensure_storage
@@ -74,6 +75,11 @@ class PocketPing:
         hook_workers: int = 4,
         hook_backlog: int = 20_000,
         hook_grace: float = 10.0,
+        trusted_proxies: Sequence[str] = (),
+        ip_filter: IpFilter | None = None,
+        ua_filter: UaFilter | None = None,
+        identity_secret: str | None = None,
+        require_verified_identity: bool = False,
     ) -> None:
         if bridge_url is not None:
             parts = urlsplit(bridge_url)
@@ -117,6 +123,13 @@ class PocketPing:
             hooks=self.hooks,
             hub=self.hub,
             broker=broker,
+            policy=Policy(
+                trusted_proxies=trusted_proxies,
+                ip_filter=ip_filter,
+                ua_filter=ua_filter,
+                identity_secret=identity_secret,
+                require_verified_identity=require_verified_identity,
+            ),
             max_message_length=max_message_length,
         )
         self.bridges = list(bridges or ())
@@ -351,3 +364,12 @@ class PocketPing:
     async def mark_read(self, session_id: str, message_ids: Sequence[str], status: str = "read") -> list[Message]:
         """Mark messages ``read`` (or ``delivered``); pushes a ``read`` receipt."""
         return await self.chat.mark_read(session_id, message_ids, status)
+
+    async def ban(self, session_id: str) -> Session:
+        """Block the session's visitor: it can no longer post or connect (403), on every
+        process and after restarts (the flag is stored with the session)."""
+        return await self.chat.ban(session_id)
+
+    async def unban(self, session_id: str) -> Session:
+        """Undo :meth:`ban`."""
+        return await self.chat.unban(session_id)

@@ -168,6 +168,16 @@ class Session(_MappingModel):
     def is_active(self) -> bool:
         return self.status == "active"
 
+    @property
+    def identity_verified(self) -> bool:
+        """Whether the identity came with a valid ``userHash`` (see ``identity_secret``)."""
+        return bool(self.data.get("identity_verified", False))
+
+    @property
+    def banned(self) -> bool:
+        """Whether operators blocked this visitor (``pp.ban``)."""
+        return bool(self.data.get("banned", False))
+
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,
@@ -182,6 +192,9 @@ class Session(_MappingModel):
             out["closedAt"] = iso(self.closed_at)
         if self.identity:
             out["identity"] = self.identity
+            out["identityVerified"] = self.identity_verified
+        if self.banned:
+            out["banned"] = True
         return out
 
     @classmethod
@@ -199,8 +212,15 @@ class Session(_MappingModel):
             closed_at=_opt_time(g("closed_at") or g("closedAt")),
             metadata=dict(_json_field(g("metadata"), {})),
             identity=_json_field(g("identity"), None),
-            data=dict(_json_field(g("data"), {})),
+            data=_session_data(g("data"), g("identityVerified")),
         )
+
+
+def _session_data(data: Any, identity_verified: Any) -> dict[str, Any]:
+    out = dict(_json_field(data, {}))
+    if identity_verified is not None:  # a wire copy (the bridge server's) carries the flag
+        out["identity_verified"] = bool(identity_verified)
+    return out
 
 
 @dataclass(slots=True, eq=True)

@@ -105,3 +105,9 @@ class SyncPocketPing:
 
     def mark_read(self, session_id: str, message_ids: Sequence[str], status: str = "read") -> list[Message]:
         return self.run(self._pp.mark_read(session_id, message_ids, status))
+
+    def ban(self, session_id: str) -> Session:
+        return self.run(self._pp.ban(session_id))
+
+    def unban(self, session_id: str) -> Session:
+        return self.run(self._pp.unban(session_id))

@@ -45,6 +45,8 @@ COMMANDS = {
     "info": "who the visitor is",
     "online": "show operators as online in the widget",
     "offline": "show operators as offline",
+    "ban": "block this visitor (no more messages or conversations)",
+    "unban": "unblock this visitor",
     "help": "this list",
 }
 
@@ -213,6 +215,7 @@ class Bridge:
             ("Visitor", ident.get("name")),
             ("Email", ident.get("email")),
             ("User id", ident.get("id")),
+            ("Identity", ("verified" if session.identity_verified else "not verified") if ident else None),
             ("Page", meta.get("url")),
             ("Title", meta.get("pageTitle")),
             ("Referrer", meta.get("referrer")),
@@ -423,6 +426,9 @@ class Bridge:
         elif name in ("online", "offline"):
             await self.pp.set_operator_online(name == "online")
             await self.notice(session_id, self.escape(f"Operators are now shown as {name}."))
+        elif name in ("ban", "unban"):
+            await (self.pp.ban(session_id) if name == "ban" else self.pp.unban(session_id))
+            await self.notice(session_id, self.escape(f"Visitor {'blocked' if name == 'ban' else 'unblocked'}."))
         else:
             p = self.command_prefix
             await self.notice(session_id, self.escape("\n".join(f"{p}{c}: {h}" for c, h in COMMANDS.items())))

@@ -30,7 +30,9 @@
   }
   function who(s) {
     var id = s.identity || {};
-    return id.name || id.email || ('Visitor ' + String(s.visitorId || s.id).slice(-6));
+    var name = id.name || id.email || ('Visitor ' + String(s.visitorId || s.id).slice(-6));
+    if (s.identity) name += s.identityVerified ? ' (verified)' : ' (unverified)';
+    return s.banned ? name + ' (blocked)' : name;
   }
   function status(text) { $('conn').textContent = text; }
 
@@ -77,6 +79,8 @@
       var m = r.session.metadata || {};
       $('chat-info').textContent = [m.url, m.language, m.timezone].filter(Boolean).join(' · ');
       $('close').hidden = r.session.status === 'closed';
+      $('ban').hidden = false;
+      $('ban').textContent = r.session.banned ? 'Unblock visitor' : 'Block visitor';
       $('reply').hidden = false;
       $('typing').textContent = '';
       r.messages.forEach(showMessage);
@@ -182,6 +186,16 @@
       current.status = r.session.status;
       sessions[current.id].status = 'closed';
       $('close').hidden = true;
+      renderList();
+    }, function (err) { status('Error: ' + err.message); });
+  };
+  $('ban').onclick = function () {
+    if (!current) return;
+    var banned = !sessions[current.id].banned;
+    call('POST', '/sessions/' + encodeURIComponent(current.id) + '/ban', { banned: banned }).then(function (r) {
+      current = sessions[current.id] = r.session;
+      $('ban').textContent = r.session.banned ? 'Unblock visitor' : 'Block visitor';
+      $('chat-h').textContent = who(r.session);
       renderList();
     }, function (err) { status('Error: ' + err.message); });
   };

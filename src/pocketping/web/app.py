@@ -65,6 +65,7 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
             if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
                 raise InvalidInput("limit must be an integer between 1 and 1000")
             limit = int(limit_text)
+        await chat.visitor_session(sid)
         if after is None:
             messages = await pp.get_messages(sid, limit=limit + 1)
         else:
@@ -125,7 +126,7 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
     async def beacon(request: Request) -> Response:
         # /disconnect and /visibility: sent by sendBeacon, whatever the Content-Type.
         req = await parse(request, SessionOnlyRequest)
-        await chat.require_session(req.sessionId)
+        await chat.visitor_session(req.sessionId)
         return JSONResponse({"ok": True})
 
     async def screenshot_requests(request: Request) -> Response:

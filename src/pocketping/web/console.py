@@ -186,6 +186,15 @@ def build_console_app(pp: PocketPing) -> ASGIApp:
         session = await pp.close_session(request.path_params["sid"])
         return JSONResponse({"session": session.to_wire()}, headers=CONSOLE_HEADERS)
 
+    async def ban(request: Request) -> Response:
+        authorised(request)
+        banned = (await body(request)).get("banned", True)
+        if not isinstance(banned, bool):
+            raise InvalidInput("banned must be true or false")
+        sid = request.path_params["sid"]
+        session = await (pp.ban(sid) if banned else pp.unban(sid))
+        return JSONResponse({"session": session.to_wire()}, headers=CONSOLE_HEADERS)
+
     async def presence(request: Request) -> Response:
         authorised(request)
         online = (await body(request)).get("online")
@@ -234,6 +243,7 @@ def build_console_app(pp: PocketPing) -> ASGIApp:
         Route(api + "/sessions/{sid}/typing", typing, methods=["POST"]),
         Route(api + "/sessions/{sid}/read", read, methods=["POST"]),
         Route(api + "/sessions/{sid}/close", close, methods=["POST"]),
+        Route(api + "/sessions/{sid}/ban", ban, methods=["POST"]),
         Route(api + "/presence", presence, methods=["POST"]),
         Route(api + "/stream", stream, methods=["GET"]),
     ]

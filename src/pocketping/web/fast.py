@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
+from ..errors import PocketPingError
 from ..models import iso
+from ..policy import Policy
 from ..protocol import ConnectRequest, SendMessageRequest
 from .console import PREFIX as CONSOLE
 from .console import route_path
@@ -41,12 +43,23 @@ VERSION_HEADERS = (
 )
 
 
-def client_ip(forwarded_for: str | None, real_ip: str | None, peer: str | None) -> str | None:
-    if forwarded_for:
-        return forwarded_for.split(",")[0].strip()
-    if real_ip:
-        return real_ip.strip()
-    return peer
+#: Paths the client filters leave alone: platforms' webhooks, bridge callbacks, health checks
+#: and the static script.
+UNSCREENED = ("/webhooks/", "/bridge/", "/health", "/widget.js")
+
+
+def client_of(scope: Scope, policy: Policy) -> tuple[str | None, str | None]:
+    """The client's address (see :meth:`Policy.client_ip`) and user agent."""
+    forwarded = real_ip = ua = None
+    for name, value in scope["headers"]:
+        if name == b"x-forwarded-for":
+            forwarded = value.decode("latin-1")
+        elif name == b"x-real-ip":
+            real_ip = value.decode("latin-1")
+        elif name == b"user-agent":
+            ua = value.decode("latin-1")
+    peer = scope.get("client")
+    return policy.client_ip(peer[0] if peer else None, forwarded, real_ip), ua
 
 
 async def connect_call(pp: PocketPing, body: bytes, widget_version: str | None, ip: str | None) -> Result:
@@ -105,6 +118,7 @@ class FastLane:
         self.app = app
         self.cors = app
         self.console = console
+        self.policy = pp.chat.policy
         # A stream lives for hours, and every layer it passes through keeps a frame alive
         # for that long.
         self.ws_endpoint = stream_ws(pp)
@@ -119,6 +133,8 @@ class FastLane:
         path = route_path(scope)
         if path.startswith(CONSOLE) and (len(path) == len(CONSOLE) or path[len(CONSOLE)] == "/"):
             await self.console(scope, receive, send)
+        elif self.policy.screens and not path.startswith(UNSCREENED) and not await self._screened(scope, send):
+            return
         elif kind == "http" and (path == "/connect" or path == "/message") and scope["method"] != "OPTIONS":
             if scope["method"] == "POST":
                 await self._answer(path, scope, receive, send)
@@ -131,6 +147,19 @@ class FastLane:
         else:
             await self.app(scope, receive, send)
 
+    async def _screened(self, scope: Scope, send: Send) -> bool:
+        """Apply the client filters; False when the request was refused (and answered)."""
+        try:
+            self.policy.screen(*client_of(scope, self.policy))
+        except PocketPingError as exc:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008, "reason": str(exc)[:120]})
+            else:
+                origin = next((value for name, value in scope["headers"] if name == b"origin"), None)
+                await self._reply(send, origin, exc.status_code, {"error": exc.code, "detail": str(exc)}, {})
+            return False
+        return True
+
     async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         ws = WebSocket(scope, receive, send)
         try:
@@ -141,21 +170,16 @@ class FastLane:
                 await ws.close(code=1011)
 
     async def _answer(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
-        version = forwarded = real_ip = origin = None
+        version = origin = None
         for name, value in scope["headers"]:
             if name == b"origin":
                 origin = value
             elif name == b"x-pocketping-version":
                 version = value.decode("latin-1")
-            elif name == b"x-forwarded-for":
-                forwarded = value.decode("latin-1")
-            elif name == b"x-real-ip":
-                real_ip = value.decode("latin-1")
         try:
             body = await _read_body(receive)
             if path == "/connect":
-                peer = scope.get("client")
-                ip = client_ip(forwarded, real_ip, peer[0] if peer else None)
+                ip, _ = client_of(scope, self.policy)
                 status, payload, extra = await connect_call(self.pp, body, version, ip)
             else:
                 status, payload, extra = await message_call(self.pp, body)

@@ -65,7 +65,7 @@ def stream_http(pp: PocketPing) -> Callable[[Request], Awaitable[Response]]:
         if not sid:
             raise InvalidInput("query parameter sessionId is required")
         after = _cursor(request.query_params.get("after") or request.headers.get("last-event-id"))
-        await pp.chat.require_session(sid)
+        await pp.chat.visitor_session(sid)
         sub = pp.hub.subscribe(sid)
         try:
             missed = await pp.chat.catch_up(sid, after) if after else []
@@ -107,8 +107,9 @@ def stream_ws(pp: PocketPing) -> Callable[[WebSocket], Awaitable[None]]:
             await ws.close(code=1008, reason="invalid after")
             return
         # Only whether it exists: the stream keeps no copy of the session while it stays open.
-        if not sid or await pp.chat.find_session(sid) is None:
-            await ws.close(code=1008, reason="unknown session")
+        session = await pp.chat.find_session(sid)
+        if session is None or session.banned:
+            await ws.close(code=1008, reason="unknown session" if session is None else "blocked")
             return
         await ws.accept()
         sub = pp.hub.subscribe(sid)

@@ -1,0 +1,259 @@
+"""Who may use the widget endpoints: the client's address behind trusted proxies, address and
+user-agent filters, and verified identities. :class:`Policy` holds the rules; the front of the
+ASGI app applies the request rules (``screen``) and the chat service the conversation rules
+(``check_identity``), so every entry point gets the same answers."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .errors import AuthError, Forbidden, InvalidInput
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Key of the identity the widget passes with the HMAC of the user id (``identity.userHash``).
+USER_HASH = "userHash"
+
+#: User agents of crawlers and automated clients: search engines, SEO crawlers, headless and
+#: automation tools, uptime monitors and link previewers. None of them chats.
+BOT_PATTERNS: tuple[str, ...] = (
+    # search engines
+    r"googlebot",
+    r"bingbot",
+    r"yandex(bot|images)",
+    r"baiduspider",
+    r"duckduckbot",
+    r"slurp",
+    r"sogou",
+    r"exabot",
+    r"applebot",
+    r"petalbot",
+    r"seznambot",
+    r"naverbot|yeti/",
+    # SEO and data crawlers
+    r"ahrefsbot",
+    r"semrushbot",
+    r"mj12bot",
+    r"dotbot",
+    r"rogerbot",
+    r"screaming frog",
+    r"serpstatbot",
+    r"blexbot",
+    r"dataforseobot",
+    r"megaindex",
+    r"ccbot",
+    r"gptbot",
+    r"claudebot",
+    r"bytespider",
+    r"amazonbot",
+    r"perplexitybot",
+    # headless browsers and automation
+    r"headlesschrome",
+    r"phantomjs",
+    r"puppeteer",
+    r"playwright",
+    r"selenium",
+    r"webdriver",
+    r"python-requests",
+    r"python-urllib",
+    r"aiohttp",
+    r"httpx",
+    r"go-http-client",
+    r"curl/",
+    r"wget",
+    r"scrapy",
+    r"node-fetch",
+    r"axios",
+    r"java/",
+    r"okhttp",
+    r"libwww-perl",
+    # uptime monitors
+    r"uptimerobot",
+    r"pingdom",
+    r"statuscake",
+    r"site24x7",
+    r"newrelicpinger",
+    r"datadog",
+    r"betteruptime",
+    r"freshping",
+    r"hetrixtools",
+    # link previewers
+    r"facebookexternalhit",
+    r"facebot",
+    r"twitterbot",
+    r"slackbot",
+    r"discordbot",
+    r"telegrambot",
+    r"whatsapp",
+    r"linkedinbot",
+    r"embedly",
+    r"skypeuripreview",
+    r"redditbot",
+    r"pinterest",
+    # anything that says what it is
+    r"\bbot\b",
+    r"crawler",
+    r"spider",
+)
+
+
+def identity_hash(secret: str, user_id: str) -> str:
+    """The hex HMAC-SHA256 of ``user_id`` under ``secret``: render it in your page and pass it
+    to the widget as the identity's ``userHash``, so PocketPing knows the identity is yours."""
+    if not isinstance(secret, str) or not secret:
+        raise InvalidInput("identity_hash needs the identity secret (a non-empty string)")
+    return hmac.new(secret.encode(), str(user_id).encode(), hashlib.sha256).hexdigest()
+
+
+def _networks(values: Iterable[str], what: str) -> tuple[Network, ...]:
+    if isinstance(values, str):
+        values = [values]
+    found = []
+    for value in values:
+        try:
+            found.append(ipaddress.ip_network(value.strip(), strict=False))
+        except (ValueError, AttributeError):
+            raise InvalidInput(f"{what}: {value!r} is not an IP address or CIDR range such as 10.0.0.0/8") from None
+    return tuple(found)
+
+
+def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if not text:
+        return None
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+class IpFilter:
+    """``IpFilter(allow=[...], deny=[...])``: addresses or CIDR ranges. A denied address is
+    refused; when ``allow`` is given, only addresses in it are let in."""
+
+    def __init__(self, *, allow: Iterable[str] = (), deny: Iterable[str] = ()) -> None:
+        self.allow = _networks(allow, "IpFilter allow")
+        self.deny = _networks(deny, "IpFilter deny")
+
+    def __repr__(self) -> str:
+        return f"IpFilter(allow={[str(n) for n in self.allow]}, deny={[str(n) for n in self.deny]})"
+
+    def allows(self, ip: str | None) -> bool:
+        address = _address(ip)
+        if address is None:
+            return not self.allow
+        if any(address in net for net in self.deny):
+            return False
+        return not self.allow or any(address in net for net in self.allow)
+
+
+class UaFilter:
+    """``UaFilter(block_bots=True, allow=[...], deny=[...])``: user-agent patterns (regular
+    expressions, matched case-insensitively anywhere). ``allow`` wins over the bot list and
+    ``deny``; ``block_bots`` refuses :data:`BOT_PATTERNS`."""
+
+    def __init__(self, *, block_bots: bool = True, allow: Iterable[str] = (), deny: Iterable[str] = ()) -> None:
+        self.block_bots = block_bots
+        self.allow = _patterns(allow, "UaFilter allow")
+        refused = [*(BOT_PATTERNS if block_bots else ()), *deny]
+        self.deny = _patterns(refused, "UaFilter deny")
+
+    def __repr__(self) -> str:
+        return f"UaFilter(block_bots={self.block_bots})"
+
+    def allows(self, user_agent: str | None) -> bool:
+        ua = user_agent or ""
+        if self.allow is not None and self.allow.search(ua):
+            return True
+        return self.deny is None or not self.deny.search(ua)
+
+
+def _patterns(values: Iterable[str], what: str) -> re.Pattern[str] | None:
+    values = [values] if isinstance(values, str) else list(values)
+    if not values:
+        return None
+    try:
+        return re.compile("|".join(f"(?:{v})" for v in values), re.IGNORECASE)
+    except re.error as exc:
+        raise InvalidInput(f"{what}: not a regular expression ({exc})") from None
+
+
+class Policy:
+    """The rules one :class:`~pocketping.PocketPing` applies (see its arguments)."""
+
+    def __init__(
+        self,
+        *,
+        trusted_proxies: Iterable[str] = (),
+        ip_filter: IpFilter | None = None,
+        ua_filter: UaFilter | None = None,
+        identity_secret: str | None = None,
+        require_verified_identity: bool = False,
+    ) -> None:
+        if ip_filter is not None and not isinstance(ip_filter, IpFilter):
+            raise InvalidInput("ip_filter must be an IpFilter(allow=[...], deny=[...])")
+        if ua_filter is not None and not isinstance(ua_filter, UaFilter):
+            raise InvalidInput("ua_filter must be a UaFilter(block_bots=..., allow=[...], deny=[...])")
+        if identity_secret is not None and (not isinstance(identity_secret, str) or not identity_secret):
+            raise InvalidInput("identity_secret must be a non-empty string")
+        if require_verified_identity and identity_secret is None:
+            raise InvalidInput("require_verified_identity=True needs identity_secret")
+        self.trusted_proxies = _networks(trusted_proxies, "trusted_proxies")
+        self.ip_filter = ip_filter
+        self.ua_filter = ua_filter
+        self._identity_secret = identity_secret
+        self.require_verified_identity = require_verified_identity
+
+    def __repr__(self) -> str:  # the identity secret stays out of logs and tracebacks
+        return f"Policy(trusted_proxies={len(self.trusted_proxies)}, ip_filter={self.ip_filter!r})"
+
+    @property
+    def screens(self) -> bool:
+        """Whether :meth:`screen` can refuse anything (the fast path skips it otherwise)."""
+        return self.ip_filter is not None or self.ua_filter is not None
+
+    def client_ip(self, peer: str | None, forwarded_for: str | None, real_ip: str | None) -> str | None:
+        """The client's address: the peer's, unless the peer is a trusted proxy; then the
+        rightmost ``X-Forwarded-For`` address that is not a trusted proxy (else ``X-Real-IP``)."""
+        if not self.trusted_proxies or not self._trusted(peer):
+            return peer
+        if forwarded_for:
+            hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+            for hop in reversed(hops):
+                if not self._trusted(hop):
+                    return hop if _address(hop) is not None else peer
+            return hops[0] if hops and _address(hops[0]) is not None else peer
+        if real_ip and _address(real_ip) is not None:
+            return real_ip.strip()
+        return peer
+
+    def _trusted(self, ip: str | None) -> bool:
+        address = _address(ip)
+        return address is not None and any(address in net for net in self.trusted_proxies)
+
+    def screen(self, ip: str | None, user_agent: str | None) -> None:
+        """:class:`Forbidden` when the filters refuse the client."""
+        if self.ip_filter is not None and not self.ip_filter.allows(ip):
+            raise Forbidden("requests from this address are not accepted")
+        if self.ua_filter is not None and not self.ua_filter.allows(user_agent):
+            raise Forbidden("requests from automated clients are not accepted")
+
+    def check_identity(self, identity: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        """The identity to store (without its ``userHash``) and whether it is verified.
+        :class:`AuthError` for a wrong hash, or a missing one when verification is required."""
+        stored = {k: v for k, v in identity.items() if k != USER_HASH}
+        given = identity.get(USER_HASH)
+        if self._identity_secret is None:
+            return stored, False
+        if given is None or given == "":
+            if self.require_verified_identity:
+                raise AuthError("this site requires a verified identity (identity.userHash)")
+            return stored, False
+        expected = identity_hash(self._identity_secret, str(identity.get("id", "")))
+        if not isinstance(given, str) or not hmac.compare_digest(given.lower().encode(), expected.encode()):
+            raise AuthError("identity.userHash does not match identity.id")
+        return stored, True
