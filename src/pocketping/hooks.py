@@ -34,6 +34,8 @@ KINDS: tuple[HookKind, ...] = ("session_start", "message", "event")
 
 #: Seconds after which a worker still in one call counts as stuck (another one is woken).
 STUCK = 0.02
+#: Seconds calls wait to be handed over together.
+FLUSH_DELAY = 0.001
 
 #: (hook, its name for logs, arguments)
 _Call = tuple[Callable[..., Any], str, tuple[Any, ...]]
@@ -172,10 +174,10 @@ class HookRunner:
             if lane.scheduled or not lane.calls:
                 return
             lane.scheduled = True
-        # Scheduled once per loop iteration: the request's answer goes out first, and a
-        # burst of calls wakes the workers once.
+        # Handed over a moment later, all at once: the request's answer goes out first, and
+        # the calls of a busy millisecond wake a worker once rather than once each.
         if not self._to_schedule and self._loop is not None:
-            self._loop.call_soon(self._flush)
+            self._loop.call_later(FLUSH_DELAY, self._flush)
         self._to_schedule.append(lane)
 
     def _drop(self, kind: str, session_id: str) -> None:
@@ -219,7 +221,9 @@ class HookRunner:
                 self._loop.call_soon_threadsafe(self._loop.call_later, STUCK, self._watch)
 
     def _should_ring(self) -> bool:
-        """Whether to wake a sleeping worker for the lanes in ``_ready`` (lock held)."""
+        """Whether to wake a sleeping worker for the lanes in ``_ready`` (lock held): only when
+        no awake worker will get to them soon. One awake worker takes lane after lane while
+        hooks are quick; when it is stuck in a slow one, the watchdog wakes another."""
         if not self._ready or self._sleeping <= self._rung:
             return False
         awake = len(self._threads) - self._sleeping + self._rung
@@ -227,7 +231,7 @@ class HookRunner:
             stuck_before = time.monotonic() - STUCK
             free = sum(1 for since in self._busy_since if since == 0.0 or since > stuck_before)
             free -= self._sleeping - self._rung  # sleepers' entries are 0.0 too
-            if free >= len(self._ready):
+            if free > 0:
                 return False
         self._rung += 1
         return True
