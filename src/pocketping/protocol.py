@@ -95,3 +95,109 @@ class UploadRequest(_In):
 class CompleteRequest(_In):
     sessionId: Id
     attachmentId: Id
+
+
+# -- answers (documentation of the wire, published as /openapi.json) --------------------------
+
+
+class _Out(BaseModel):
+    """An answer's documented fields; newer servers may add others."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class AttachmentOut(_Out):
+    id: str
+    filename: str
+    mimeType: str
+    size: int
+    url: str
+    status: str
+    thumbnailUrl: str | None = None
+
+
+class MessageOut(_Out):
+    id: str
+    sessionId: str
+    content: str
+    sender: Literal["visitor", "operator", "ai", "system"]
+    timestamp: str
+    status: str
+    deliveredAt: str | None = None
+    readAt: str | None = None
+    editedAt: str | None = None
+    deletedAt: str | None = None
+    replyTo: str | None = None
+    attachments: list[AttachmentOut] | None = None
+
+
+class ConnectResponse(_Out):
+    sessionId: str
+    visitorId: str
+    operatorOnline: bool
+    operatorReachable: bool
+    messages: list[MessageOut]
+    welcomeMessage: str | None = None
+    identity: dict[str, Any] | None = None
+    preChatForm: dict[str, Any] | None = None
+    operatorName: str | None = None
+    operatorAvatar: str | None = None
+    primaryColor: str | None = None
+
+
+class SendMessageResponse(_Out):
+    messageId: str
+    timestamp: str
+    attachments: list[AttachmentOut] | None = None
+
+
+class EditedMessage(_Out):
+    id: str
+    content: str
+    editedAt: str
+
+
+class EditMessageResponse(_Out):
+    message: EditedMessage
+
+
+class DeleteMessageResponse(_Out):
+    deleted: bool
+
+
+class MessagesResponse(_Out):
+    messages: list[MessageOut]
+    hasMore: bool
+
+
+class OkResponse(_Out):
+    ok: bool
+    alreadyRated: bool | None = None
+
+
+class ReadResponse(_Out):
+    updated: int
+
+
+class ScreenshotRequestsResponse(_Out):
+    requests: list[Any]
+
+
+class HealthResponse(_Out):
+    status: str
+    version: str
+    storage: str
+    streams: int
+
+
+class UploadResponse(_Out):
+    attachmentId: str
+    uploadUrl: str
+    expiresAt: str
+
+
+class ErrorResponse(_Out):
+    """Every error: a code (``session_not_found``, ``invalid_input``, …) and what is wrong."""
+
+    error: str
+    detail: Any = None

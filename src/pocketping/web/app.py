@@ -28,6 +28,7 @@ from ..protocol import (
 from .console import build_console_app, widget_js
 from .cors import Cors
 from .fast import VERSION_HEADERS, FastLane
+from .openapi import openapi_document
 from .parsing import BadRequest, error_response, parse
 from .stream import stream_http
 from .uploads import upload_routes
@@ -133,6 +134,11 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
         query_session_id(request)
         return JSONResponse({"requests": []})
 
+    async def openapi(request: Request) -> Response:
+        # Paths are relative to the mount, wherever the host app put it.
+        mount = request.scope.get("root_path", "").rstrip("/") or "/"
+        return JSONResponse({**openapi_document(), "servers": [{"url": mount}]})
+
     async def health(request: Request) -> Response:
         return JSONResponse(
             {
@@ -164,6 +170,7 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
             for path, endpoint in (
                 ("/screenshot/requests", screenshot_requests),
                 ("/health", health),
+                ("/openapi.json", openapi),
                 ("/widget.js", widget_js),
                 ("/stream", stream_http(pp)),
             )

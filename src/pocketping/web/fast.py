@@ -45,7 +45,7 @@ VERSION_HEADERS = (
 
 #: Paths the client filters leave alone: platforms' webhooks, bridge callbacks, health checks
 #: and the static script.
-UNSCREENED = ("/webhooks/", "/bridge/", "/health", "/widget.js")
+UNSCREENED = ("/webhooks/", "/bridge/", "/health", "/widget.js", "/openapi.json")
 
 
 def client_of(scope: Scope, policy: Policy) -> tuple[str | None, str | None]:
