@@ -25,9 +25,9 @@ from typing import Any, NamedTuple
 from .errors import Forbidden, InvalidInput, MessageNotFound, SessionNotFound, StorageCapabilityError
 from .files import attachment_from_meta
 from .hooks import HookRunner
-from .models import SENDERS, Attachment, Event, Message, Session, iso, new_id, parse_time
+from .models import SENDERS, Attachment, Event, Message, Session, compact_json, iso, new_id, parse_time
 from .policy import Policy
-from .realtime.fanout import Fanout, dumps
+from .realtime.fanout import Fanout
 from .realtime.hub import ALL, Broker, Hub
 from .storage.base import STAMP, BaseStorage
 
@@ -576,7 +576,7 @@ class ChatService:
         if not isinstance(name, str) or not name:
             raise InvalidInput("event name must be a non-empty string")
         try:
-            dumps(data)
+            compact_json(data)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"event data must be JSON-serialisable: {exc}") from None
         await self.require_session(session_id)

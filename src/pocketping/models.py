@@ -22,6 +22,16 @@ SENDERS: frozenset[str] = frozenset({"visitor", "operator", "ai", "system"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+#: One encoder for every compact JSON text we send (json.dumps builds a new one per call when
+#: given options, which costs more than encoding a small message).
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def compact_json(obj: Any) -> str:
+    """``obj`` as compact JSON text (UTF-8 kept as is), as sent to widgets and bridges."""
+    return _COMPACT.encode(obj)
+
+
 def new_id(prefix: str) -> str:
     """A URL-safe random id such as ``msg_3kT9x0aQ1b2c4d5e``."""
     return f"{prefix}_{secrets.token_urlsafe(12)}"

@@ -9,7 +9,6 @@ the SDK go through the same outbox, to :class:`BackendForwarder`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -24,7 +23,7 @@ from ..bridges.base import Bridge
 from ..bridges.remote import auth_headers, check_auth
 from ..core import PocketPing
 from ..errors import BridgeError, Forbidden, MessageNotFound, PocketPingError, SessionNotFound
-from ..models import Message, Session, iso
+from ..models import Message, Session, compact_json, iso
 from ..web.parsing import load_object
 
 log = logging.getLogger("pocketping.bridges")
@@ -72,7 +71,7 @@ class BackendForwarder(Bridge):
         elif kind == "close":
             event = {"type": "session_closed", "sessionId": sid, "sourceBridge": "bridge-server"}
         if event is not None:
-            body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+            body = compact_json(event).encode()
             r = await self.request("POST", self.backend_url, content=body, headers=auth_headers(self.api_key, body))
             if r.status_code >= 300:
                 raise BridgeError(f"backend answered HTTP {r.status_code} to {event['type']}", bridge=self.name)

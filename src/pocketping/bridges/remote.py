@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import BridgeError, PocketPingError
-from ..models import iso
+from ..models import compact_json, iso
 from .base import Bridge
 
 log = logging.getLogger("pocketping.bridges")
@@ -99,7 +99,7 @@ class RemoteBridge(Bridge):
         return [Route("/bridge/webhook", self.webhook, methods=["POST"])]
 
     async def send_event(self, event: dict[str, Any]) -> None:
-        body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        body = compact_json(event).encode()
         r = await self.request(
             "POST", f"{self.bridge_url}/api/events", content=body, headers=auth_headers(self.api_key, body)
         )

@@ -4,16 +4,10 @@ through the :class:`Broker` when there is one, on every other process."""
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
-from ..models import Message
+from ..models import Message, compact_json
 from .hub import Broker, Hub, message_frame
-
-
-def dumps(obj: Any) -> str:
-    """Compact JSON text, as pushed to streams."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 class Fanout:
@@ -27,7 +21,7 @@ class Fanout:
         ``event_id`` is the SSE id (a change stamp)."""
         if self.broker is None and not self.hub.listening(session_id):
             return  # nobody to tell: skip serialising
-        self._send(session_id, (dumps({"type": type, "data": data}), event_id))
+        self._send(session_id, (compact_json({"type": type, "data": data}), event_id))
 
     def publish_message(self, message: Message) -> None:
         """Push a message's current state to its session's streams."""

@@ -12,13 +12,12 @@ A :class:`Broker` carries events between processes; see ``pocketping.realtime.br
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from ..models import Message, iso
+from ..models import Message, compact_json, iso
 from .mailbox import Mailbox
 
 log = logging.getLogger("pocketping.realtime")
@@ -35,7 +34,7 @@ def message_frame(message: Message) -> Frame:
     wire = message.to_wire()
     # A new message's change stamp is its creation stamp: reuse the text.
     cursor = wire["timestamp"] if message.updated_at in (None, message.created_at) else iso(message.cursor)
-    return json.dumps({"type": "message", "data": wire}, separators=(",", ":"), ensure_ascii=False), cursor
+    return compact_json({"type": "message", "data": wire}), cursor
 
 
 #: How many recent event ids a session stream remembers to drop repeats (see ``Hub.replay``).

@@ -10,7 +10,6 @@ the Starlette app. CORS is one layer in front of both (see ``app.py``).
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
 from ..errors import PocketPingError
-from ..models import iso
+from ..models import compact_json, iso
 from ..policy import Policy
 from ..protocol import ConnectRequest, SendMessageRequest
 from .console import PREFIX as CONSOLE
@@ -191,7 +190,7 @@ class FastLane:
     async def _reply(
         self, send: Send, origin: bytes | None, status: int, payload: dict[str, Any], extra: dict[str, str]
     ) -> None:
-        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        data = compact_json(payload).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
         for key, value in extra.items():
             headers.append((key.lower().encode("latin-1"), value.encode("latin-1")))
