@@ -154,25 +154,20 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
         Route("/message/{message_id}", delete_message, methods=["DELETE"]),
         Route("/messages", get_messages, methods=["GET"]),
         *(
-            Route(path, endpoint, methods=["POST"])
-            for path, endpoint in (
-                ("/typing", typing),
-                ("/read", read),
-                ("/identify", identify),
-                ("/prechat", prechat),
-                ("/csat", csat),
-                ("/disconnect", beacon),
-                ("/visibility", beacon),
-            )
-        ),
-        *(
-            Route(path, endpoint, methods=["GET"])
-            for path, endpoint in (
-                ("/screenshot/requests", screenshot_requests),
-                ("/health", health),
-                ("/openapi.json", openapi),
-                ("/widget.js", widget_js),
-                ("/stream", stream_http(pp)),
+            Route(path, endpoint, methods=[method])
+            for method, path, endpoint in (
+                ("POST", "/typing", typing),
+                ("POST", "/read", read),
+                ("POST", "/identify", identify),
+                ("POST", "/prechat", prechat),
+                ("POST", "/csat", csat),
+                ("POST", "/disconnect", beacon),
+                ("POST", "/visibility", beacon),
+                ("GET", "/screenshot/requests", screenshot_requests),
+                ("GET", "/health", health),
+                ("GET", "/openapi.json", openapi),
+                ("GET", "/widget.js", widget_js),
+                ("GET", "/stream", stream_http(pp)),
             )
         ),
         *upload_routes(pp),

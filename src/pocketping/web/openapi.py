@@ -98,23 +98,33 @@ def openapi_document() -> dict[str, Any]:
         p.ErrorResponse,
     ]
     _, top = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
-    paths = {
-        "/connect": {
-            "post": _op(
-                "Start or resume the visitor's session",
-                p.ConnectResponse,
-                body=p.ConnectRequest,
-                errors={"401": "identity.userHash is wrong or required", "426": "widget too old"},
-            )
-        },
-        "/message": {
-            "post": _op(
-                "A visitor message",
-                p.SendMessageResponse,
-                body=p.SendMessageRequest,
-                errors={**NOT_FOUND, "413": "body too large"},
-            )
-        },
+    identity_refused = {"401": "identity.userHash is wrong or required"}
+    # The JSON POST endpoints: path, summary, request, answer, errors besides 400 / 403 / 404.
+    posts: list[tuple[str, str, type[BaseModel], type[BaseModel], dict[str, str]]] = [
+        ("/message", "A visitor message", p.SendMessageRequest, p.SendMessageResponse, {"413": "body too large"}),
+        ("/typing", "The visitor is typing", p.TypingRequest, p.OkResponse, {}),
+        ("/read", "Read receipts", p.ReadRequest, p.ReadResponse, {}),
+        ("/identify", "Who the visitor is", p.IdentifyRequest, p.OkResponse, identity_refused),
+        ("/prechat", "Pre-chat form answers", p.PreChatRequest, p.OkResponse, {}),
+        ("/csat", "Satisfaction rating", p.CsatRequest, p.OkResponse, {}),
+        ("/disconnect", "The page is closing", p.SessionOnlyRequest, p.OkResponse, {}),
+        ("/visibility", "The page was hidden or shown", p.SessionOnlyRequest, p.OkResponse, {}),
+        ("/upload", "Reserve an attachment upload", p.UploadRequest, p.UploadResponse, {}),
+        ("/upload/complete", "Finish an upload", p.CompleteRequest, p.AttachmentOut, {}),
+    ]
+    paths: dict[str, dict[str, Any]] = {
+        path: {"post": _op(summary, answer, body=body, errors={**NOT_FOUND, **errors})}
+        for path, summary, body, answer, errors in posts
+    }
+    paths["/connect"] = {
+        "post": _op(
+            "Start or resume the visitor's session",
+            p.ConnectResponse,
+            body=p.ConnectRequest,
+            errors={**identity_refused, "426": "widget too old"},
+        )
+    }
+    paths |= {
         "/message/{messageId}": {
             "patch": _op(
                 "Edit one of the visitor's messages",
@@ -142,30 +152,8 @@ def openapi_document() -> dict[str, Any]:
                 ],
             )
         },
-        "/typing": {"post": _op("The visitor is typing", p.OkResponse, body=p.TypingRequest, errors=NOT_FOUND)},
-        "/read": {"post": _op("Read receipts", p.ReadResponse, body=p.ReadRequest, errors=NOT_FOUND)},
-        "/identify": {
-            "post": _op(
-                "Who the visitor is",
-                p.OkResponse,
-                body=p.IdentifyRequest,
-                errors={**NOT_FOUND, "401": "identity.userHash is wrong or required"},
-            )
-        },
-        "/prechat": {"post": _op("Pre-chat form answers", p.OkResponse, body=p.PreChatRequest, errors=NOT_FOUND)},
-        "/csat": {"post": _op("Satisfaction rating", p.OkResponse, body=p.CsatRequest, errors=NOT_FOUND)},
-        "/disconnect": {"post": _op("The page is closing", p.OkResponse, body=p.SessionOnlyRequest, errors=NOT_FOUND)},
-        "/visibility": {
-            "post": _op("The page was hidden or shown", p.OkResponse, body=p.SessionOnlyRequest, errors=NOT_FOUND)
-        },
         "/screenshot/requests": {
             "get": _op("Pending screenshot requests", p.ScreenshotRequestsResponse, params=[SESSION])
-        },
-        "/upload": {
-            "post": _op("Reserve an attachment upload", p.UploadResponse, body=p.UploadRequest, errors=NOT_FOUND)
-        },
-        "/upload/complete": {
-            "post": _op("Finish an upload", p.AttachmentOut, body=p.CompleteRequest, errors=NOT_FOUND)
         },
         "/upload/{attachmentId}": {
             "put": {
