@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Scope
 from ..errors import AuthError, InvalidInput, PocketPingError
 from ..models import Message, Session, iso
 from ..realtime.hub import ALL
-from .parsing import error_response
+from .parsing import BadRequest, error_response, read_body
 
 if TYPE_CHECKING:
     from ..core import PocketPing
@@ -114,9 +114,7 @@ def build_console_app(pp: PocketPing) -> ASGIApp:
             raise AuthError("a valid console token is required")
 
     async def body(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        if len(raw) > 64 * 1024:
-            raise InvalidInput("request body too large")
+        raw = await read_body(request.receive, request.headers.get("content-length"), 64 * 1024)
         try:
             data = json.loads(raw or b"{}")
         except ValueError:
@@ -249,5 +247,5 @@ def build_console_app(pp: PocketPing) -> ASGIApp:
     ]
     return Starlette(
         routes=routes,
-        exception_handlers={PocketPingError: on_error, HTTPException: on_error},
+        exception_handlers={PocketPingError: on_error, HTTPException: on_error, BadRequest: on_error},
     )

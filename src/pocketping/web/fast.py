@@ -23,7 +23,7 @@ from ..protocol import ConnectRequest, SendMessageRequest
 from .console import PREFIX as CONSOLE
 from .console import route_path
 from .cors import Cors
-from .parsing import MAX_BODY, BadRequest, error_of, parse_body
+from .parsing import error_headers, error_of, parse_body, read_body
 from .stream import stream_ws
 from .versions import version_headers
 
@@ -169,14 +169,16 @@ class FastLane:
                 await ws.close(code=1011)
 
     async def _answer(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
-        version = origin = None
+        version = origin = length = None
         for name, value in scope["headers"]:
             if name == b"origin":
                 origin = value
             elif name == b"x-pocketping-version":
                 version = value.decode("latin-1")
+            elif name == b"content-length":
+                length = value.decode("latin-1")
         try:
-            body = await _read_body(receive)
+            body = await read_body(receive, length)
             if path == "/connect":
                 ip, _ = client_of(scope, self.policy)
                 status, payload, extra = await connect_call(self.pp, body, version, ip)
@@ -184,7 +186,7 @@ class FastLane:
                 status, payload, extra = await message_call(self.pp, body)
         except Exception as exc:
             status, payload = error_of(exc, f"POST {path}")
-            extra = {}
+            extra = error_headers(exc)
         await self._reply(send, origin, status, payload, extra)
 
     async def _reply(
@@ -200,20 +202,3 @@ class FastLane:
 
 
 ALLOW = {"Allow": "POST"}
-
-
-async def _read_body(receive: Receive) -> bytes:
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    chunks = [body]
-    size = len(body)
-    while message.get("more_body"):
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise BadRequest(413, "body_too_large", f"request body over {MAX_BODY} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)

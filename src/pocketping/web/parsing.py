@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import Receive
 
 from ..errors import PocketPingError
 
@@ -40,14 +41,58 @@ def error_of(exc: Exception, where: str) -> tuple[int, dict[str, Any]]:
     return 500, {"error": "internal_error", "detail": "the server failed to handle this request"}
 
 
+def error_headers(exc: Exception) -> dict[str, str]:
+    """Headers an error answer needs besides its body."""
+    return {"Connection": "close"} if isinstance(exc, BadRequest) and exc.close else {}
+
+
 async def error_response(request: Request, exc: Exception) -> JSONResponse:
     """A Starlette exception handler built on :func:`error_of`."""
     status, body = error_of(exc, f"{request.method} {request.url.path}")
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=error_headers(exc))
 
 
 async def parse(request: Request, model: type[M]) -> M:
-    return parse_body(await request.body(), model)
+    return parse_body(await read_body(request.receive, request.headers.get("content-length")), model)
+
+
+async def read_body(receive: Receive, declared: str | None = None, limit: int = MAX_BODY) -> bytes:
+    """The request body, up to ``limit`` bytes. Past it (or when ``Content-Length`` says so), a
+    413: the rest is read and thrown away (up to :data:`DRAIN_LIMIT`), so that a keep-alive
+    connection stays in step under every server, and the answer asks to close it."""
+    too_large = BadRequest(413, "body_too_large", f"request body over {limit} bytes", close=True)
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
+        await _drain(receive, more=True)
+        raise too_large
+    chunks = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break  # the client went away
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        more = message.get("more_body", False)
+        if size > limit:
+            await _drain(receive, more)
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+#: How much of an oversized body is read and discarded before giving up on the connection.
+DRAIN_LIMIT = 16 * 1024 * 1024
+
+
+async def _drain(receive: Receive, more: bool) -> None:
+    drained = 0
+    while more and drained < DRAIN_LIMIT:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        drained += len(message.get("body", b""))
+        more = message.get("more_body", False)
 
 
 def parse_body(body: bytes, model: type[M]) -> M:
@@ -81,6 +126,9 @@ def load_object(body: bytes) -> dict[str, Any]:
 
 
 class BadRequest(Exception):
-    def __init__(self, status: int, code: str, detail: Any) -> None:
+    """A request refused before it reached the chat service. ``close``: the answer ends the
+    connection (part of the body was left unread)."""
+
+    def __init__(self, status: int, code: str, detail: Any, *, close: bool = False) -> None:
         super().__init__(code)
-        self.status, self.code, self.detail = status, code, detail
+        self.status, self.code, self.detail, self.close = status, code, detail, close

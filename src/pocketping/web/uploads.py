@@ -10,11 +10,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import InvalidInput
 from ..files import INLINE_TYPES
 from ..models import iso
 from ..protocol import CompleteRequest, UploadRequest
-from .parsing import parse
+from .parsing import parse, read_body
 
 if TYPE_CHECKING:
     from ..core import PocketPing
@@ -43,15 +42,8 @@ def upload_routes(pp: PocketPing) -> list[Route]:
 
     async def put(request: Request) -> Response:
         attachment_id = request.path_params["attachment_id"]
-        limit = pp.files.max_size
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise InvalidInput(f"file is larger than {limit} bytes")
-            chunks.append(chunk)
-        await pp.files.write(attachment_id, b"".join(chunks))
+        data = await read_body(request.receive, request.headers.get("content-length"), pp.files.max_size)
+        await pp.files.write(attachment_id, data)
         return JSONResponse({"ok": True})
 
     async def complete(request: Request) -> Response:

@@ -1,0 +1,167 @@
+"""An early error answer never leaves unread body bytes on a keep-alive connection: a body over
+the limit gets its 413 and the connection is closed (the rest of the body is never taken for the
+next request), under uvicorn and under gunicorn with ``wrap_wsgi``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pocketping import MemoryStorage, PocketPing
+
+from .conftest import LiveServer, free_port, mounted
+
+BIG = 1_100_000  # over the 256 KiB limit of the widget endpoints
+
+WSGI_APP = """
+from pocketping import MemoryStorage, PocketPing
+
+pp = PocketPing(storage=MemoryStorage())
+
+def site(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"the site"]
+
+app = pp.wrap_wsgi(site)
+"""
+
+
+def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before a response")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return status, headers, rest[:length]
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    with contextlib.suppress(OSError):  # the server closed the connection once it answered
+        sock.sendall(data)
+
+
+def _after_oversized(base: tuple[str, int], path: str, *, chunked: bool) -> tuple[int, dict[str, str], bytes, bytes]:
+    """Send an oversized body on a keep-alive connection, then a second request on it.
+    Returns the first answer and what came back for the second (b"" if the server closed)."""
+    host, port = base
+    sock = socket.create_connection((host, port), timeout=10)
+    try:
+        body = b'{"sessionId":"s","pad":"' + b"x" * BIG + b'"}'
+        head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        if chunked:
+            head += "Transfer-Encoding: chunked\r\n\r\n"
+            payload = head.encode() + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+        else:
+            head += f"Content-Length: {len(body)}\r\n\r\n"
+            payload = head.encode() + body
+        sender = threading.Thread(target=_send_quietly, args=(sock, payload))
+        sender.start()
+        status, headers, answer = _read_response(sock)
+        sender.join(10)
+        second = f"GET /pocketping/health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        try:
+            sock.sendall(second)
+            sock.settimeout(5)
+            rest = sock.recv(65536)
+        except OSError:
+            rest = b""
+        return status, headers, answer, rest
+    finally:
+        sock.close()
+
+
+def _check(status: int, headers: dict[str, str], answer: bytes, rest: bytes) -> None:
+    assert status == 413
+    assert json.loads(answer)["error"] == "body_too_large"
+    if headers.get("connection", "").lower() == "close":
+        assert rest == b"", rest[:200]  # closed: the unread bytes went nowhere
+    else:
+        # Kept alive: the server drained the body, so the next request is read as one.
+        assert rest.startswith(b"HTTP/1.1 200"), rest[:200]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("path", ["/pocketping/message", "/pocketping/typing"])
+def test_uvicorn_closes_after_an_oversized_body(path: str, chunked: bool) -> None:
+    pp = PocketPing(storage=MemoryStorage())
+    server = LiveServer(mounted(pp)).start()
+    try:
+        status, headers, answer, rest = _after_oversized(("127.0.0.1", server.port), path, chunked=chunked)
+        assert headers.get("connection") == "close"  # uvicorn leaves the unread body: we close
+        _check(status, headers, answer, rest)
+        # The server itself is fine.
+        assert httpx.get(server.url + "/pocketping/health", timeout=5).status_code == 200
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def gunicorn(tmp_path: Path) -> Iterator[int]:
+    (tmp_path / "hygiene_app.py").write_text(WSGI_APP)
+    port = free_port()
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    proc = subprocess.Popen(
+        [
+            str(gunicorn),
+            "-k",
+            "gthread",
+            "--threads",
+            "4",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(tmp_path),
+            "hygiene_app:app",
+        ],
+        env={**os.environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/pocketping/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("gunicorn did not start")
+            time.sleep(0.1)
+        yield port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.mark.parametrize("path", ["/pocketping/message", "/pocketping/typing"])
+def test_gunicorn_wrap_wsgi_closes_after_an_oversized_body(gunicorn: int, path: str) -> None:
+    _check(*_after_oversized(("127.0.0.1", gunicorn), path, chunked=False))
+    assert httpx.get(f"http://127.0.0.1:{gunicorn}/pocketping/health", timeout=5).status_code == 200
