@@ -22,6 +22,7 @@ from .models import Event, Message, Session
 from .policy import IpFilter, Policy, UaFilter
 from .realtime.brokers import resync_streams
 from .realtime.hub import Broker, Hub
+from .redaction import protect
 from .storage.base import BaseStorage, ensure_storage
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ class PocketPing:
         self.latest_widget_version = latest_widget_version
         self.sse_heartbeat = sse_heartbeat
         self.console_token = console_token
+        protect(console_token, identity_secret)
         self.hub = Hub()
         self.hooks = HookRunner(
             workers=hook_workers,

@@ -24,6 +24,7 @@ from ..bridges.remote import auth_headers, check_auth
 from ..core import PocketPing
 from ..errors import BridgeError, Forbidden, MessageNotFound, PocketPingError, SessionNotFound
 from ..models import Message, Session, compact_json, iso
+from ..redaction import protect
 from ..web.parsing import load_object
 
 log = logging.getLogger("pocketping.bridges")
@@ -38,6 +39,7 @@ class BackendForwarder(Bridge):
         super().__init__()
         self.backend_url = backend_url
         self.api_key = api_key
+        protect(api_key)
 
     def routes(self) -> list[Route]:
         return []

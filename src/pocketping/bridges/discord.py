@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import BridgeError
 from ..models import Session
+from ..redaction import protect
 from .base import COMMANDS, Bridge, TemporaryBridgeError, ThreadGone, cancel
 from .gateway import GatewayClient
 
@@ -52,6 +53,7 @@ class DiscordBridge(Bridge):
         self.need(bot_token, "a bot token")
         self.need(channel_id, "a channel id")
         self.bot_token = bot_token
+        protect(bot_token)
         self.channel_id = str(channel_id)
         self.public_key = public_key or None
         self.api_base = api_base.rstrip("/")

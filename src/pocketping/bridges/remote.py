@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from ..errors import BridgeError, PocketPingError
 from ..models import compact_json, iso
+from ..redaction import protect
 from .base import Bridge
 
 log = logging.getLogger("pocketping.bridges")
@@ -78,6 +79,7 @@ class RemoteBridge(Bridge):
         super().__init__()
         self.bridge_url = bridge_url.rstrip("/")
         self.api_key = api_key or None
+        protect(self.api_key)
         self.require_signature = require_signature
 
     def __repr__(self) -> str:

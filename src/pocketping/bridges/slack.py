@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import BridgeError
 from ..models import Session
+from ..redaction import protect
 from .base import Bridge, TemporaryBridgeError, ThreadGone
 
 log = logging.getLogger("pocketping.bridges")
@@ -61,6 +62,7 @@ class SlackBridge(Bridge):
         self.bot_token = bot_token
         self.channel_id = channel_id
         self.signing_secret = signing_secret or None
+        protect(bot_token, self.signing_secret)
         self.api_base = api_base.rstrip("/")
         self.bot_user_id: str | None = None
         self.bot_id: str | None = None

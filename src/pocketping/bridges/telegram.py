@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import BridgeError
 from ..models import Session
+from ..redaction import protect
 from .base import Bridge, TemporaryBridgeError, ThreadGone, cancel
 
 log = logging.getLogger("pocketping.bridges")
@@ -54,6 +55,7 @@ class TelegramBridge(Bridge):
         self.bot_token = bot_token
         self.chat_id = chat_id
         self.webhook_secret = webhook_secret or None
+        protect(bot_token, self.webhook_secret)
         self.api_base = api_base.rstrip("/")
         self._poller: asyncio.Task[None] | None = None
 
