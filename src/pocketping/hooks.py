@@ -77,6 +77,8 @@ class HookRunner:
         self.grace = grace
         self.hooks: dict[HookKind, list[Callable[..., Any]]] = {k: [] for k in KINDS}
         self.dropped = 0
+        #: Dispatches so far (hooks registered for the kind); tests wait on it.
+        self.dispatched = 0
         self._is_async: dict[Callable[..., Any], bool] = {}
         self._lanes: dict[str, _Lane] = {}
         self._lock = threading.Lock()
@@ -161,6 +163,7 @@ class HookRunner:
         fns = self.hooks[kind]
         if not fns:
             return
+        self.dispatched += 1
         with self._lock:
             lane = self._lanes.get(session_id)
             if lane is None:

@@ -152,14 +152,15 @@ class WidgetClient:
 
     def trigger(self, name: str, **data: Any) -> None:
         """A custom event from the page (``PocketPing.trigger(name, data)``), over the WebSocket."""
+        hooks = self.pp.hooks
+        before = hooks.dispatched
         with self.stream() as ws:
             ws.send_json({"type": "event", "data": {"name": name, "data": data}})
-            # Closing at once could beat the frame to the server: wait for the server's replay to
-            # end by asking for nothing in particular.
-            ws.ws.ping().wait(5)
-        deadline = time.monotonic() + 5
-        while not self.pp.hooks.pending and time.monotonic() < deadline and self.pp.hooks.has("event"):
-            time.sleep(0.005)
+            deadline = time.monotonic() + 5
+            while hooks.has("event") and hooks.dispatched == before:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the server did not take the {name!r} event within 5 s")
+                time.sleep(0.005)
         self.wait_for_hooks()
 
     def wait_for_hooks(self, timeout: float = 5.0) -> None:

@@ -55,9 +55,10 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
     async def get_messages(request: Request) -> Response:
         sid = query_session_id(request)
         after = request.query_params.get("after") or None
+        cursor = None
         if after is not None:
             try:
-                parse_time(after)
+                cursor = parse_time(after)
             except ValueError:
                 raise InvalidInput(f"after must be an ISO-8601 timestamp, not {after!r}") from None
         limit_text = request.query_params.get("limit")
@@ -67,17 +68,16 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
                 raise InvalidInput("limit must be an integer between 1 and 1000")
             limit = int(limit_text)
         await chat.visitor_session(sid)
-        if after is None:
-            messages = await pp.get_messages(sid, limit=limit + 1)
+        if cursor is None:
+            messages = await chat.catch_up(sid, None, limit + 1)
         else:
             # The official widget's cursor includes the readAt it sets with its own clock once
             # its /read succeeds. A change made between its last poll and that /read carries an
             # earlier stamp and would never be returned; the read receipt re-stamped those
             # messages, so messages read within READ_RACE_WINDOW before the cursor come back
             # too (the widget merges repeats by id).
-            cursor = parse_time(after)
             floor = cursor - READ_RACE_WINDOW
-            found = await pp.get_messages(sid, after=floor)
+            found = await chat.catch_up(sid, floor)
             messages = [m for m in found if m.cursor > cursor or (m.read_at is not None and m.read_at > floor)]
             messages = messages[: limit + 1]
         return JSONResponse({"messages": [m.to_wire() for m in messages[:limit]], "hasMore": len(messages) > limit})

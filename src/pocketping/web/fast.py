@@ -47,18 +47,27 @@ VERSION_HEADERS = (
 UNSCREENED = ("/webhooks/", "/bridge/", "/health", "/widget.js", "/openapi.json")
 
 
-def client_of(scope: Scope, policy: Policy) -> tuple[str | None, str | None]:
+#: The request headers the front reads, scanned once per request.
+WANTED = frozenset(
+    {b"origin", b"x-pocketping-version", b"content-length", b"x-forwarded-for", b"x-real-ip", b"user-agent"}
+)
+
+
+def headers_of(scope: Scope) -> dict[bytes, str]:
+    """The :data:`WANTED` request headers (text) of ``scope``."""
+    return {name: value.decode("latin-1") for name, value in scope["headers"] if name in WANTED}
+
+
+def client_of(scope: Scope, headers: dict[bytes, str], policy: Policy) -> tuple[str | None, str | None]:
     """The client's address (see :meth:`Policy.client_ip`) and user agent."""
-    forwarded = real_ip = ua = None
-    for name, value in scope["headers"]:
-        if name == b"x-forwarded-for":
-            forwarded = value.decode("latin-1")
-        elif name == b"x-real-ip":
-            real_ip = value.decode("latin-1")
-        elif name == b"user-agent":
-            ua = value.decode("latin-1")
     peer = scope.get("client")
-    return policy.client_ip(peer[0] if peer else None, forwarded, real_ip), ua
+    ip = policy.client_ip(peer[0] if peer else None, headers.get(b"x-forwarded-for"), headers.get(b"x-real-ip"))
+    return ip, headers.get(b"user-agent")
+
+
+def _origin(headers: dict[bytes, str]) -> bytes | None:
+    origin = headers.get(b"origin")
+    return None if origin is None else origin.encode("latin-1")
 
 
 async def connect_call(pp: PocketPing, body: bytes, widget_version: str | None, ip: str | None) -> Result:
@@ -132,30 +141,34 @@ class FastLane:
         path = route_path(scope)
         if path.startswith(CONSOLE) and (len(path) == len(CONSOLE) or path[len(CONSOLE)] == "/"):
             await self.console(scope, receive, send)
-        elif self.policy.screens and not path.startswith(UNSCREENED) and not await self._screened(scope, send):
             return
-        elif kind == "http" and (path == "/connect" or path == "/message") and scope["method"] != "OPTIONS":
-            if scope["method"] == "POST":
-                await self._answer(path, scope, receive, send)
-            else:
-                refusal = {"error": "method_not_allowed", "detail": "Method Not Allowed"}
-                origin = next((value for name, value in scope["headers"] if name == b"origin"), None)
-                await self._reply(send, origin, 405, refusal, ALLOW)
-        elif kind == "websocket" and path == "/stream":
-            await self._stream(scope, receive, send)
-        else:
+        hot = (kind == "http" and (path == "/connect" or path == "/message") and scope["method"] != "OPTIONS") or (
+            kind == "websocket" and path == "/stream"
+        )
+        screen = self.policy.screens and not path.startswith(UNSCREENED)
+        headers = headers_of(scope) if hot or screen else {}
+        if screen and not await self._screened(scope, send, headers):
+            return
+        if not hot:
             await self.app(scope, receive, send)
+        elif kind == "websocket":
+            await self._stream(scope, receive, send)
+        elif scope["method"] == "POST":
+            await self._answer(path, scope, receive, send, headers)
+        else:
+            refusal = {"error": "method_not_allowed", "detail": "Method Not Allowed"}
+            await self._reply(send, _origin(headers), 405, refusal, ALLOW)
 
-    async def _screened(self, scope: Scope, send: Send) -> bool:
+    async def _screened(self, scope: Scope, send: Send, headers: dict[bytes, str]) -> bool:
         """Apply the client filters; False when the request was refused (and answered)."""
         try:
-            self.policy.screen(*client_of(scope, self.policy))
+            self.policy.screen(*client_of(scope, headers, self.policy))
         except PocketPingError as exc:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008, "reason": str(exc)[:120]})
             else:
-                origin = next((value for name, value in scope["headers"] if name == b"origin"), None)
-                await self._reply(send, origin, exc.status_code, {"error": exc.code, "detail": str(exc)}, {})
+                payload = {"error": exc.code, "detail": str(exc)}
+                await self._reply(send, _origin(headers), exc.status_code, payload, {})
             return False
         return True
 
@@ -168,26 +181,18 @@ class FastLane:
             if ws.application_state != WebSocketState.DISCONNECTED:
                 await ws.close(code=1011)
 
-    async def _answer(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
-        version = origin = length = None
-        for name, value in scope["headers"]:
-            if name == b"origin":
-                origin = value
-            elif name == b"x-pocketping-version":
-                version = value.decode("latin-1")
-            elif name == b"content-length":
-                length = value.decode("latin-1")
+    async def _answer(self, path: str, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, str]) -> None:
         try:
-            body = await read_body(receive, length)
+            body = await read_body(receive, headers.get(b"content-length"))
             if path == "/connect":
-                ip, _ = client_of(scope, self.policy)
-                status, payload, extra = await connect_call(self.pp, body, version, ip)
+                ip, _ = client_of(scope, headers, self.policy)
+                status, payload, extra = await connect_call(self.pp, body, headers.get(b"x-pocketping-version"), ip)
             else:
                 status, payload, extra = await message_call(self.pp, body)
         except Exception as exc:
             status, payload = error_of(exc, f"POST {path}")
             extra = error_headers(exc)
-        await self._reply(send, origin, status, payload, extra)
+        await self._reply(send, _origin(headers), status, payload, extra)
 
     async def _reply(
         self, send: Send, origin: bytes | None, status: int, payload: dict[str, Any], extra: dict[str, str]
