@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_healthy(base: str, proc: subprocess.Popen[Any] | None = None, timeout: float = 15.0) -> None:
+    """Wait until ``<base>/pocketping/health`` answers 200 (a server started as a process)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(base + "/pocketping/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
+            raise RuntimeError(f"{base} did not answer /pocketping/health")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def tg() -> Iterator[Any]:
+    """A fake Telegram Bot API on 127.0.0.1 (``tests/fakes/telegram.py``, which imports this module)."""
+    from .fakes.telegram import FakeTelegram
+
+    fake = FakeTelegram()
+    fake.start()
+    yield fake
+    fake.stop()
 
 
 class LiveServer:

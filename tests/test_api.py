@@ -6,7 +6,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 import pocketping
 from pocketping import InvalidInput, MemoryStorage, PocketPing, PocketPingError, SessionNotFound, SQLiteStorage
 
-from .conftest import connect, free_port
+from .conftest import connect, free_port, wait_healthy
 
 
 def test_public_names_are_exactly_the_documented_ones() -> None:
@@ -141,15 +140,12 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 
 def _start(db: Path, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([sys.executable, "-c", RESTART_APP, str(db), str(port)], env={**os.environ})
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/pocketping/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("server did not start")
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc
 
 
 def test_history_survives_a_server_restart_on_sqlite(tmp_path: Path) -> None:

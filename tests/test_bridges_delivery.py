@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,14 +18,6 @@ from .fakes.harness import Visitor, drained, fast, key
 from .fakes.telegram import CHAT_ID, FakeTelegram
 
 SECRET = "s3cret"
-
-
-@pytest.fixture
-def tg() -> Iterator[FakeTelegram]:
-    fake = FakeTelegram()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def make_pp(tg: FakeTelegram, storage: Any = None) -> PocketPing:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +18,6 @@ from .fakes.harness import Visitor, drained, fast, key, stored
 from .fakes.telegram import CHAT_ID, FakeTelegram
 
 SECRET = "s3cret-Token_1"
-
-
-@pytest.fixture
-def tg() -> Iterator[FakeTelegram]:
-    fake = FakeTelegram()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def bridge(tg: FakeTelegram, **kw: Any) -> TelegramBridge:

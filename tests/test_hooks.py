@@ -21,7 +21,7 @@ import pytest
 
 from pocketping import MemoryStorage, PocketPing
 
-from .conftest import SSEReader, connect, free_port
+from .conftest import SSEReader, connect, free_port, wait_healthy
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -243,15 +243,7 @@ def test_pending_hook_calls_run_before_the_server_exits_on_sigterm(tmp_path: Pat
     db, port, out = tmp_path / "drain.db", free_port(), tmp_path / "hooks.txt"
     proc = subprocess.Popen([sys.executable, "-c", DRAIN_APP, str(db), str(port), str(out)], env={**os.environ})
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/pocketping/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}/pocketping", timeout=10) as http:
             sid = connect(http)["sessionId"]
             for n in range(30):  # stored and answered at once; the hooks need 1.5 s in all

@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 
 from pocketping import MemoryStorage, PocketPing
 
-from .conftest import LiveServer, free_port, mounted
+from .conftest import LiveServer, free_port, mounted, wait_healthy
 
 BIG = 1_100_000  # over the 256 KiB limit of the widget endpoints
 
@@ -141,16 +140,7 @@ def gunicorn(tmp_path: Path) -> Iterator[int]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/pocketping/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("gunicorn did not start")
-            time.sleep(0.1)
+        wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=20)
         yield port
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -4,7 +4,7 @@ token in an access log's query string, secrets inside tracebacks."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -16,14 +16,6 @@ from .fakes.telegram import CHAT_ID, FakeTelegram
 
 WEBHOOK_SECRET = "webhook-secret-0123456789"
 CONSOLE_TOKEN = "console-token-0123456789"
-
-
-@pytest.fixture
-def tg() -> Iterator[FakeTelegram]:
-    fake = FakeTelegram()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def test_a_telegram_round_trip_logs_no_secret_at_debug(
