@@ -54,7 +54,8 @@ def recorder(kind: str) -> tuple[list[tuple[str, str, str]], Callable[..., Any]]
 @pytest.mark.parametrize("kind", ["plain", "coroutine"])
 def test_messages_reach_on_message_in_order(kind: str, serve: Callable[[PocketPing], str]) -> None:
     seen, hook = recorder(kind)
-    pp = PocketPing(storage=MemoryStorage(), on_session_start=hook, on_message=hook)
+    # 60 messages per session in a few seconds: over the default messages_per_session.
+    pp = PocketPing(storage=MemoryStorage(), on_session_start=hook, on_message=hook, rate_limits=None)
     base = serve(pp)
     with httpx.Client(base_url=base, timeout=10) as http:
         sids = [connect(http, visitor_id=f"visitor-{i}")["sessionId"] for i in range(3)]

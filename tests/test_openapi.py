@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from starlette.applications import Starlette
 
-from pocketping import MemoryStorage, PocketPing
+from pocketping import MemoryStorage, PocketPing, RateLimits
 
 from .conftest import LiveServer
 
@@ -27,7 +27,10 @@ SEED_HOOKS: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def live() -> Iterator[str]:
-    pp = PocketPing(storage=MemoryStorage(), welcome_message="Hi!", **SEED_HOOKS)
+    # The default session and message limits stay (their 429s are part of the contract); the
+    # request limit is raised so that generated requests keep reaching every endpoint.
+    limits = RateLimits(requests_per_ip="100000/minute")
+    pp = PocketPing(storage=MemoryStorage(), welcome_message="Hi!", rate_limits=limits, **SEED_HOOKS)
     # pp.wrap: Starlette's own Mount does not match paths holding a newline and answers those
     # with its plain-text 404, which is the host app's answer, not PocketPing's.
     server = LiveServer(pp.wrap(Starlette())).start()

@@ -38,11 +38,18 @@ def redis_server() -> Iterator[RedisServer]:
 class Pair:
     """Processes A and B of the same app, sharing a fresh database and a broker."""
 
-    def __init__(self, kind: str, tmp: Path, redis_url: str) -> None:
+    def __init__(self, kind: str, tmp: Path, redis_url: str, **extra: str) -> None:
         self.kind = kind
         self.dsn = services.fresh_database()
         self.events = tmp / "events.log"
-        env = {"PP_DSN": self.dsn, "PP_BROKER": kind, "PP_REDIS_URL": redis_url, "PP_EVENTS_FILE": str(self.events)}
+        env = {
+            "PP_DSN": self.dsn,
+            "PP_BROKER": kind,
+            "PP_REDIS_URL": redis_url,
+            "PP_EVENTS_FILE": str(self.events),
+            "PP_CHANNEL": "pair_" + "".join(c if c.isalnum() else "_" for c in tmp.name.lower()),
+            **extra,
+        }
         self.a = AppProcess("tests.apps.scale_app:app", env, tmp)
         self.b = AppProcess("tests.apps.scale_app:app", env, tmp)
 
@@ -60,8 +67,8 @@ class Pair:
 
 
 @contextmanager
-def pair_of(kind: str, tmp: Path, redis: RedisServer) -> Iterator[Pair]:
-    pair = Pair(kind, tmp, redis.url)
+def pair_of(kind: str, tmp: Path, redis: RedisServer, **extra: str) -> Iterator[Pair]:
+    pair = Pair(kind, tmp, redis.url, **extra)
     try:
         yield pair.start()
     finally:
@@ -178,6 +185,22 @@ def test_reply_sent_through_b_reaches_ws_and_sse_on_a(kind: str, tmp_path: Path,
         finally:
             sse.close()
             ws.close()
+
+
+def test_rate_limits_hold_across_processes(tmp_path: Path, redis_server: RedisServer) -> None:
+    """With a Redis broker both processes count new sessions from one address together."""
+    with pair_of("redis", tmp_path, redis_server, PP_SESSIONS_PER_IP="4/minute") as pair:
+        codes = []
+        for i, base in enumerate([pair.a.url, pair.b.url] * 3):
+            r = httpx.post(
+                base + "/pocketping/connect",
+                json={"visitorId": f"v{i}", "sessionId": None},
+                headers=HEADERS,
+                timeout=10,
+            )
+            codes.append(r.status_code)
+        assert codes == [200, 200, 200, 200, 429, 429], pair.logs()
+        assert r.json()["error"] == "rate_limited" and int(r.headers["retry-after"]) >= 1
 
 
 @pytest.mark.parametrize("kind", ["redis", "postgres"])

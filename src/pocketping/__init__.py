@@ -19,6 +19,7 @@ from .errors import (  # noqa: E402
     InvalidInput,
     MessageNotFound,
     PocketPingError,
+    RateLimited,
     SessionNotFound,
     StorageCapabilityError,
     StorageError,
@@ -26,6 +27,7 @@ from .errors import (  # noqa: E402
 from .files import LocalFileStore  # noqa: E402
 from .models import Attachment, Event, Message, Session  # noqa: E402
 from .policy import IpFilter, UaFilter, identity_hash  # noqa: E402
+from .ratelimits import RateLimits  # noqa: E402
 from .realtime.brokers import PostgresBroker, RedisBroker  # noqa: E402  (extras imported on construction)
 from .realtime.hub import Broker  # noqa: E402
 from .storage import BaseStorage, MemoryStorage, SQLiteStorage  # noqa: E402
@@ -54,6 +56,8 @@ __all__ = [
     "PocketPingError",
     "PostgresBroker",
     "PostgresStorage",
+    "RateLimited",
+    "RateLimits",
     "RedisBroker",
     "SQLiteStorage",
     "Session",

@@ -27,6 +27,7 @@ from .files import attachment_from_meta
 from .hooks import HookRunner
 from .models import SENDERS, Attachment, Event, Message, Session, compact_json, iso, new_id, parse_time
 from .policy import Policy
+from .ratelimits import Limiter
 from .realtime.fanout import Fanout
 from .realtime.hub import ALL, Broker, Hub
 from .storage.base import STAMP, BaseStorage
@@ -87,6 +88,7 @@ class ChatService:
         hub: Hub | None = None,
         broker: Broker | None = None,
         policy: Policy | None = None,
+        limiter: Limiter | None = None,
         max_message_length: int = 4000,
     ) -> None:
         if max_message_length < 1:
@@ -94,6 +96,8 @@ class ChatService:
         self.storage = storage
         self.files = files
         self.policy = policy or Policy()
+        #: The rate limits (:class:`~pocketping.RateLimits`); none unless given.
+        self.limiter = limiter or Limiter(None)
         self.hooks = hooks or HookRunner()
         self.fanout = Fanout(hub or Hub(), broker)
         self.hub = self.fanout.hub
@@ -176,9 +180,12 @@ class ChatService:
         session_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         identity: dict[str, Any] | None = None,
+        *,
+        client_ip: str | None = None,
     ) -> Connection:
         """Resume the visitor's session (by id, else by visitor id) or start one. A banned
-        visitor is refused (:class:`Forbidden`); an identity is checked (:class:`AuthError`)."""
+        visitor is refused (:class:`Forbidden`); an identity is checked (:class:`AuthError`); a
+        new session counts against ``client_ip``'s ``sessions_per_ip`` (:class:`RateLimited`)."""
         verified = False
         if identity:
             identity, verified = self.policy.check_identity(identity)
@@ -192,6 +199,7 @@ class ChatService:
             if _merge(session, metadata, identity, verified):
                 await self._save_session(session)
             return Connection(session, False, await self.storage.get_messages(session.id))
+        await self.limiter.check_new_session(client_ip)
         now = datetime.now(UTC)
         session = Session(
             id=new_id("sess"),
@@ -343,6 +351,7 @@ class ChatService:
         if not content.strip() and not attachment_ids:
             raise InvalidInput("content must not be empty")
         session = await self.visitor_session(session_id)
+        await self.limiter.check_message(session_id)
         attachments = await self._attachments(session_id, attachment_ids) if attachment_ids else []
         message = Message(
             id=new_id("msg"),

@@ -20,7 +20,8 @@ from .errors import InvalidInput
 from .hooks import HookRunner
 from .models import Event, Message, Session
 from .policy import IpFilter, Policy, UaFilter
-from .realtime.brokers import resync_streams
+from .ratelimits import Limiter, RateLimits
+from .realtime.brokers import RedisBroker, resync_streams
 from .realtime.hub import Broker, Hub
 from .redaction import protect
 from .storage.base import BaseStorage, ensure_storage
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("pocketping")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: ``PocketPing``'s default ``rate_limits``.
+DEFAULT_RATE_LIMITS = RateLimits()
 
 
 class PocketPing:
@@ -81,6 +85,7 @@ class PocketPing:
         ua_filter: UaFilter | None = None,
         identity_secret: str | None = None,
         require_verified_identity: bool = False,
+        rate_limits: RateLimits | None = DEFAULT_RATE_LIMITS,
     ) -> None:
         if bridge_url is not None:
             parts = urlsplit(bridge_url)
@@ -111,6 +116,9 @@ class PocketPing:
         self.sse_heartbeat = sse_heartbeat
         self.console_token = console_token
         protect(console_token, identity_secret)
+        if rate_limits is not None and not isinstance(rate_limits, RateLimits):
+            raise InvalidInput("rate_limits must be a RateLimits(...) or None (no limits)")
+        protect(rate_limits.storage if rate_limits else None)
         self.hub = Hub()
         self.hooks = HookRunner(
             workers=hook_workers,
@@ -133,6 +141,11 @@ class PocketPing:
                 require_verified_identity=require_verified_identity,
             ),
             max_message_length=max_message_length,
+            limiter=Limiter(
+                rate_limits,
+                redis_url=broker.url if isinstance(broker, RedisBroker) else None,
+                namespace=getattr(broker, "channel", "pocketping"),
+            ),
         )
         self.bridges = list(bridges or ())
         if bridge_url is not None:
@@ -233,6 +246,7 @@ class PocketPing:
         self.hub.close_all()
         if self.broker is not None:
             await self.broker.stop()
+        await self.chat.limiter.close()
         if self.bridge_hub is not None:
             await self.bridge_hub.stop()
         await self.storage.close()

@@ -5,6 +5,7 @@ PocketPingError
 ├── SessionNotFound (also a LookupError)
 ├── MessageNotFound (also a LookupError)
 ├── Forbidden                           e.g. editing someone else's message
+├── RateLimited                         over a rate limit; carries ``.retry_after`` (s)
 ├── StorageError
 │   └── StorageCapabilityError          the storage lacks an optional method
 ├── BridgeError                         carries ``.bridge``
@@ -47,6 +48,18 @@ class MessageNotFound(PocketPingError, LookupError):
 class Forbidden(PocketPingError):
     status_code = 403
     code = "forbidden"
+
+
+class RateLimited(PocketPingError):
+    """A client went over one of its :class:`~pocketping.RateLimits`; ``retry_after``: whole
+    seconds until it may try again (the ``Retry-After`` header of the 429)."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StorageError(PocketPingError):

@@ -8,11 +8,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import AuthError, Forbidden, InvalidInput
+
+log = logging.getLogger("pocketping")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -207,6 +210,7 @@ class Policy:
         self.ua_filter = ua_filter
         self._identity_secret = identity_secret
         self.require_verified_identity = require_verified_identity
+        self._warned_proxy = False
 
     def __repr__(self) -> str:  # the identity secret stays out of logs and tracebacks
         return f"Policy(trusted_proxies={len(self.trusted_proxies)}, ip_filter={self.ip_filter!r})"
@@ -220,6 +224,8 @@ class Policy:
         """The client's address: the peer's, unless the peer is a trusted proxy; then the
         rightmost ``X-Forwarded-For`` address that is not a trusted proxy (else ``X-Real-IP``)."""
         if not self.trusted_proxies or not self._trusted(peer):
+            if forwarded_for and not self._warned_proxy:
+                self._warn_untrusted_proxy(peer)
             return peer
         if forwarded_for:
             hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
@@ -230,6 +236,17 @@ class Policy:
         if real_ip and _address(real_ip) is not None:
             return real_ip.strip()
         return peer
+
+    def _warn_untrusted_proxy(self, peer: str | None) -> None:
+        # Behind a proxy that is not trusted, every visitor has the proxy's address: they share
+        # one rate-limit count and one filter verdict.
+        self._warned_proxy = True
+        log.warning(
+            "requests from %s carry X-Forwarded-For, but %s is not in trusted_proxies: the peer address is "
+            "used as the client's (for rate limits and filters); list your proxies in trusted_proxies",
+            peer,
+            peer,
+        )
 
     def _trusted(self, ip: str | None) -> bool:
         address = _address(ip)

@@ -23,7 +23,7 @@ from ..protocol import ConnectRequest, SendMessageRequest
 from .console import PREFIX as CONSOLE
 from .console import route_path
 from .cors import Cors
-from .parsing import error_headers, error_of, parse_body, read_body
+from .parsing import discard_body, error_headers, error_of, parse_body, read_body
 from .stream import stream_ws
 from .versions import version_headers
 
@@ -79,7 +79,9 @@ async def connect_call(pp: PocketPing, body: bytes, widget_version: str | None, 
     metadata = dict(req.metadata)
     if ip:
         metadata["ip"] = ip
-    session, _created, messages = await pp.chat.connect(req.visitorId, req.sessionId, metadata, req.identity)
+    session, _created, messages = await pp.chat.connect(
+        req.visitorId, req.sessionId, metadata, req.identity, client_ip=ip
+    )
     out: dict[str, Any] = {
         "sessionId": session.id,
         "visitorId": req.visitorId,
@@ -127,6 +129,7 @@ class FastLane:
         self.cors = app
         self.console = console
         self.policy = pp.chat.policy
+        self.limiter = pp.chat.limiter
         # A stream lives for hours, and every layer it passes through keeps a frame alive
         # for that long.
         self.ws_endpoint = stream_ws(pp)
@@ -145,9 +148,11 @@ class FastLane:
         hot = (kind == "http" and (path == "/connect" or path == "/message") and scope["method"] != "OPTIONS") or (
             kind == "websocket" and path == "/stream"
         )
-        screen = self.policy.screens and not path.startswith(UNSCREENED)
-        headers = headers_of(scope) if hot or screen else {}
-        if screen and not await self._screened(scope, send, headers):
+        guarded = not path.startswith(UNSCREENED)
+        screen = guarded and self.policy.screens
+        count = guarded and self.limiter.requests
+        headers = headers_of(scope) if hot or screen or count else {}
+        if (screen or count) and not await self._admitted(scope, receive, send, headers, screen):
             return
         if not hot:
             await self.app(scope, receive, send)
@@ -159,16 +164,25 @@ class FastLane:
             refusal = {"error": "method_not_allowed", "detail": "Method Not Allowed"}
             await self._reply(send, _origin(headers), 405, refusal, ALLOW)
 
-    async def _screened(self, scope: Scope, send: Send, headers: dict[bytes, str]) -> bool:
-        """Apply the client filters; False when the request was refused (and answered)."""
+    async def _admitted(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, str], screen: bool
+    ) -> bool:
+        """Apply the client filters and count the request against ``requests_per_ip``; False
+        when it was refused (and answered, its body read first so the connection stays in step)."""
+        ip, user_agent = client_of(scope, headers, self.policy)
         try:
-            self.policy.screen(*client_of(scope, headers, self.policy))
+            if screen:
+                self.policy.screen(ip, user_agent)
+            await self.limiter.check_request(ip)
         except PocketPingError as exc:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008, "reason": str(exc)[:120]})
-            else:
-                payload = {"error": exc.code, "detail": str(exc)}
-                await self._reply(send, _origin(headers), exc.status_code, payload, {})
+                return False
+            extra = error_headers(exc)
+            if not await discard_body(receive):
+                extra["Connection"] = "close"
+            payload = {"error": exc.code, "detail": str(exc)}
+            await self._reply(send, _origin(headers), exc.status_code, payload, extra)
             return False
         return True
 

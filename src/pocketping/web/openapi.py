@@ -15,7 +15,13 @@ from .. import protocol as p
 _REF = "#/components/schemas/{model}"
 
 #: Errors every endpoint may answer, besides its own.
-_COMMON_ERRORS = {"400": "bad input (the detail says what)", "403": "the client or visitor is not allowed"}
+_COMMON_ERRORS = {
+    "400": "bad input (the detail says what)",
+    "403": "the client or visitor is not allowed",
+    "429": "over a rate limit; Retry-After says when to try again",
+}
+
+_RETRY_AFTER = {"Retry-After": {"description": "whole seconds to wait", "schema": {"type": "integer", "minimum": 1}}}
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -34,6 +40,7 @@ def _op(
     errors: dict[str, str] | None = None,
     params: list[dict[str, Any]] | None = None,
     raw_answer: dict[str, Any] | None = None,
+    common: bool = True,
 ) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": {}}
     if body is not None:
@@ -46,8 +53,10 @@ def _op(
     elif raw_answer is not None:
         ok.update(raw_answer)
     op["responses"]["200"] = ok
-    for status, text in {**_COMMON_ERRORS, **(errors or {})}.items():
+    for status, text in {**(_COMMON_ERRORS if common else {}), **(errors or {})}.items():
         op["responses"][status] = {"description": text, **_json(p.ErrorResponse)}
+        if status == "429":
+            op["responses"][status]["headers"] = _RETRY_AFTER
     return op
 
 
@@ -185,7 +194,7 @@ def openapi_document() -> dict[str, Any]:
                 raw_answer={"content": {"text/event-stream": {"schema": {"type": "string"}}}},
             )
         },
-        "/health": {"get": _op("Liveness", p.HealthResponse)},
+        "/health": {"get": _op("Liveness", p.HealthResponse, common=False)},  # never screened nor counted
     }
     return {
         "openapi": "3.1.0",

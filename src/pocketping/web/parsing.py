@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Receive
 
-from ..errors import PocketPingError
+from ..errors import PocketPingError, RateLimited
 
 log = logging.getLogger("pocketping.web")
 
@@ -43,6 +43,8 @@ def error_of(exc: Exception, where: str) -> tuple[int, dict[str, Any]]:
 
 def error_headers(exc: Exception) -> dict[str, str]:
     """Headers an error answer needs besides its body."""
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(exc.retry_after)}
     return {"Connection": "close"} if isinstance(exc, BadRequest) and exc.close else {}
 
 
@@ -62,7 +64,7 @@ async def read_body(receive: Receive, declared: str | None = None, limit: int = 
     connection stays in step under every server, and the answer asks to close it."""
     too_large = BadRequest(413, "body_too_large", f"request body over {limit} bytes", close=True)
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        await _drain(receive, more=True)
+        await discard_body(receive)
         raise too_large
     chunks = []
     size = 0
@@ -75,7 +77,7 @@ async def read_body(receive: Receive, declared: str | None = None, limit: int = 
         size += len(chunk)
         more = message.get("more_body", False)
         if size > limit:
-            await _drain(receive, more)
+            await discard_body(receive, more)
             raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
@@ -85,14 +87,17 @@ async def read_body(receive: Receive, declared: str | None = None, limit: int = 
 DRAIN_LIMIT = 16 * 1024 * 1024
 
 
-async def _drain(receive: Receive, more: bool) -> None:
+async def discard_body(receive: Receive, more: bool = True) -> bool:
+    """Read and throw away the rest of a request body, up to :data:`DRAIN_LIMIT` bytes; False
+    when some is left unread (the answer must then close the connection)."""
     drained = 0
     while more and drained < DRAIN_LIMIT:
         message = await receive()
         if message["type"] != "http.request":
-            return
+            return True
         drained += len(message.get("body", b""))
         more = message.get("more_body", False)
+    return not more
 
 
 def parse_body(body: bytes, model: type[M]) -> M:

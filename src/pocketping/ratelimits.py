@@ -1,0 +1,170 @@
+"""Abuse limits on the widget endpoints, counted with the ``limits`` library.
+
+:class:`RateLimits` is the configuration (``PocketPing(rate_limits=...)``); :class:`Limiter`
+counts. The front of the ASGI app checks ``requests_per_ip`` on every widget request, the
+chat service checks ``sessions_per_ip`` when a visitor starts a session and
+``messages_per_session`` before it stores a visitor message, so a refused call stores
+nothing. Counts live in memory, or in Redis when the app has a Redis broker (or
+``RateLimits(storage="redis://...")``), where every process shares them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from typing import Any
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from .errors import InvalidInput, RateLimited
+
+log = logging.getLogger("pocketping")
+
+RATE = re.compile(r"^\s*[1-9]\d*\s*/\s*(second|minute|hour)\s*$")
+
+#: Seconds between two warnings about a failing counter storage.
+WARN_EVERY = 60.0
+
+
+def _rate(name: str, value: str | None) -> RateLimitItem | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not RATE.match(value):
+        raise InvalidInput(f"RateLimits {name}: {value!r} is not a rate such as '20/minute' (N/second|minute|hour)")
+    return parse(value.replace(" ", ""))
+
+
+class RateLimits:
+    """How much one client may do, as ``"N/second"``, ``"N/minute"`` or ``"N/hour"``; ``None``
+    turns one limit off.
+
+    * ``sessions_per_ip``: new sessions per client address (resuming one does not count);
+    * ``messages_per_session``: visitor messages per session;
+    * ``requests_per_ip``: requests to the widget endpoints per client address (a WebSocket
+      or SSE stream counts once, when it opens);
+    * ``storage``: where the counts live, a ``limits`` storage URI such as
+      ``"redis://localhost:6379/0"``. Default: the app's :class:`~pocketping.RedisBroker`
+      when it has one (every process shares the counts), else this process's memory.
+
+    Over a limit, the call is refused with :class:`~pocketping.RateLimited` (HTTP 429 with
+    ``Retry-After``) and nothing is stored.
+    """
+
+    def __init__(
+        self,
+        *,
+        sessions_per_ip: str | None = "20/minute",
+        messages_per_session: str | None = "30/minute",
+        requests_per_ip: str | None = "600/minute",
+        storage: str | None = None,
+    ) -> None:
+        self.sessions_per_ip = sessions_per_ip
+        self.messages_per_session = messages_per_session
+        self.requests_per_ip = requests_per_ip
+        self.sessions_item = _rate("sessions_per_ip", sessions_per_ip)
+        self.messages_item = _rate("messages_per_session", messages_per_session)
+        self.requests_item = _rate("requests_per_ip", requests_per_ip)
+        if storage is not None and (not isinstance(storage, str) or "://" not in storage):
+            raise InvalidInput(f"RateLimits storage must be a URI such as 'redis://localhost:6379/0', not {storage!r}")
+        self.storage = storage
+
+    def __repr__(self) -> str:  # the storage URI may carry a password
+        return (
+            f"RateLimits(sessions_per_ip={self.sessions_per_ip!r}, messages_per_session={self.messages_per_session!r},"
+            f" requests_per_ip={self.requests_per_ip!r})"
+        )
+
+
+def _storage(uri: str) -> tuple[Storage, Any]:
+    """The ``limits`` storage for ``uri`` and the Redis connection pool it uses (or None)."""
+    uri = uri if uri.startswith("async+") else "async+" + uri
+    options: dict[str, Any] = {}
+    pool = None
+    if uri.startswith(("async+redis://", "async+rediss://")):
+        try:
+            from redis.asyncio import ConnectionPool
+        except ImportError as exc:
+            raise ImportError("rate limits in Redis need the redis package: pip install 'pocketping[redis]'") from exc
+        # redis-py is the client the Redis broker already uses; a pool of our own can be closed
+        # at shutdown, and a dead server must not hold a request for long (Limiter.hit then
+        # lets it through).
+        pool = ConnectionPool.from_url(uri.removeprefix("async+"), socket_timeout=1.0, socket_connect_timeout=1.0)
+        options = {"implementation": "redispy", "connection_pool": pool}
+    try:
+        storage = storage_from_string(uri, **options)
+    except Exception as exc:
+        raise InvalidInput(f"RateLimits storage: {exc}") from None
+    if not isinstance(storage, Storage):
+        raise InvalidInput(f"RateLimits storage: {uri!r} has no asyncio implementation")
+    return storage, pool
+
+
+class Limiter:
+    """Counts hits for one app. ``namespace`` keeps apps that share a Redis apart."""
+
+    def __init__(
+        self, limits: RateLimits | None, *, redis_url: str | None = None, namespace: str = "pocketping"
+    ) -> None:
+        self.limits = limits
+        self.namespace = namespace
+        self._strategy: MovingWindowRateLimiter | None = None
+        self._failed_at = -WARN_EVERY
+        self._pool: Any = None
+        self.shared = False
+        if limits is None:
+            return
+        uri = limits.storage or redis_url
+        self.shared = uri is not None and not uri.startswith(("memory", "async+memory"))
+        storage, self._pool = _storage(uri) if uri else (MemoryStorage(), None)
+        self._strategy = MovingWindowRateLimiter(storage)
+
+    def __repr__(self) -> str:
+        return f"Limiter({self.limits!r}, shared={self.shared})"
+
+    async def close(self) -> None:
+        """Close the connections to the counter storage (shutdown)."""
+        if self._pool is not None:
+            await self._pool.disconnect()
+
+    @property
+    def requests(self) -> bool:
+        """Whether ``requests_per_ip`` is on (the front skips the check otherwise)."""
+        return self.limits is not None and self.limits.requests_item is not None
+
+    async def check_request(self, ip: str | None) -> None:
+        """Count one widget request from ``ip``; :class:`RateLimited` over ``requests_per_ip``."""
+        if self.limits is not None and ip:
+            await self.hit(self.limits.requests_item, "requests", ip, "too many requests from this address")
+
+    async def check_new_session(self, ip: str | None) -> None:
+        """Count one new session from ``ip``; :class:`RateLimited` over ``sessions_per_ip``."""
+        if self.limits is not None and ip:
+            await self.hit(self.limits.sessions_item, "sessions", ip, "too many new chat sessions from this address")
+
+    async def check_message(self, session_id: str) -> None:
+        """Count one visitor message; :class:`RateLimited` over ``messages_per_session``."""
+        if self.limits is not None:
+            await self.hit(self.limits.messages_item, "messages", session_id, "too many messages in this session")
+
+    async def hit(self, item: RateLimitItem | None, kind: str, key: str, refusal: str) -> None:
+        """Count one hit of ``key`` against ``item``. When the counter storage fails, the call
+        goes through (a chat that stays up beats a limit) and a warning is logged."""
+        if item is None or self._strategy is None:
+            return
+        try:
+            if await self._strategy.hit(item, self.namespace, kind, key):
+                return
+            stats = await self._strategy.get_window_stats(item, self.namespace, kind, key)
+        except Exception as exc:
+            now = time.monotonic()
+            if now - self._failed_at >= WARN_EVERY:
+                self._failed_at = now
+                log.warning("rate limits skipped: their counter storage failed (%s)", type(exc).__name__)
+            return
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        raise RateLimited(f"{refusal}; retry in {retry_after} s", retry_after=retry_after)
