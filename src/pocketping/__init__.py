@@ -30,6 +30,7 @@ from .policy import IpFilter, UaFilter, identity_hash  # noqa: E402
 from .ratelimits import RateLimits  # noqa: E402
 from .realtime.brokers import PostgresBroker, RedisBroker  # noqa: E402  (extras imported on construction)
 from .realtime.hub import Broker  # noqa: E402
+from .retention import Removed  # noqa: E402
 from .storage import BaseStorage, MemoryStorage, SQLiteStorage  # noqa: E402
 from .storage.base import StorageAdapter  # noqa: E402
 from .storage.postgres import PostgresStorage  # noqa: E402  (psycopg is imported on construction)
@@ -59,6 +60,7 @@ __all__ = [
     "RateLimited",
     "RateLimits",
     "RedisBroker",
+    "Removed",
     "SQLiteStorage",
     "Session",
     "SessionNotFound",

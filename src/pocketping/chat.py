@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from . import retention
 from .errors import Forbidden, InvalidInput, MessageNotFound, SessionNotFound, StorageCapabilityError
 from .files import attachment_from_meta
 from .hooks import HookRunner
@@ -320,6 +321,20 @@ class ChatService:
         if banned:
             self.hub.close_channel(session_id)
         return session
+
+    # -- erasure and retention (pocketping.retention) ---------------------------------------
+
+    async def export(self, visitor_id: str) -> dict[str, Any]:
+        """Everything stored about the visitor, JSON-serialisable."""
+        return await retention.export(self, visitor_id)
+
+    async def forget(self, visitor_id: str) -> retention.Removed:
+        """Erase the visitor everywhere: sessions, messages, files, bridge rows and mappings."""
+        return await retention.forget(self, visitor_id)
+
+    async def purge(self, before: datetime | str) -> retention.Removed:
+        """Erase every session idle since before ``before``."""
+        return await retention.purge(self, before)
 
     async def _save_session(self, session: Session) -> None:
         try:

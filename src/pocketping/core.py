@@ -24,6 +24,7 @@ from .ratelimits import Limiter, RateLimits
 from .realtime.brokers import RedisBroker, resync_streams
 from .realtime.hub import Broker, Hub
 from .redaction import protect
+from .retention import PURGE_NEEDS, Removed, RetentionSchedule, require
 from .storage.base import BaseStorage, ensure_storage
 
 if TYPE_CHECKING:
@@ -86,6 +87,8 @@ class PocketPing:
         identity_secret: str | None = None,
         require_verified_identity: bool = False,
         rate_limits: RateLimits | None = DEFAULT_RATE_LIMITS,
+        retention_days: float | None = None,
+        retention_interval: float = 3600.0,
     ) -> None:
         if bridge_url is not None:
             parts = urlsplit(bridge_url)
@@ -147,6 +150,11 @@ class PocketPing:
                 namespace=getattr(broker, "channel", "pocketping"),
             ),
         )
+        #: Purges idle sessions for ``retention_days`` (None without it).
+        self.retention: RetentionSchedule | None = None
+        if retention_days is not None:
+            self.retention = RetentionSchedule(retention_days, self.purge, interval=retention_interval)
+            require(self.chat, PURGE_NEEDS, "retention_days")
         self.bridges = list(bridges or ())
         if bridge_url is not None:
             from .bridges.remote import RemoteBridge
@@ -231,6 +239,8 @@ class PocketPing:
             if self.bridge_hub is not None:
                 await self.bridge_hub.start()
             self.hooks.start()
+            if self.retention is not None:
+                self.retention.start()
             self.loop = asyncio.get_running_loop()
             self.started = True
             log.debug("started with %r", self.storage)
@@ -240,6 +250,8 @@ class PocketPing:
         if not self.started:
             return
         self.started = False
+        if self.retention is not None:
+            await self.retention.stop()
         await self.hooks.stop()
         await self.chat.fanout.settle()
         self.chat.stop()
@@ -389,3 +401,20 @@ class PocketPing:
     async def unban(self, session_id: str) -> Session:
         """Undo :meth:`ban`."""
         return await self.chat.unban(session_id)
+
+    # -- erasure and retention --------------------------------------------------------------
+
+    async def export(self, visitor_id: str) -> dict[str, Any]:
+        """A JSON-serialisable dict of everything stored about the visitor: their sessions
+        (metadata, identity, pre-chat answers, rating), messages and attachment metadata."""
+        return await self.chat.export(visitor_id)
+
+    async def forget(self, visitor_id: str) -> Removed:
+        """Erase the visitor everywhere PocketPing keeps them: sessions, messages, uploaded
+        files, bridge outbox rows and thread mappings. Returns what was removed."""
+        return await self.chat.forget(visitor_id)
+
+    async def purge(self, before: datetime | str) -> Removed:
+        """Erase, now, every session whose last activity is before ``before`` (a datetime or
+        ISO-8601 text). Returns what was removed."""
+        return await self.chat.purge(before)

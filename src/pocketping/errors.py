@@ -67,17 +67,22 @@ class StorageError(PocketPingError):
 
 
 class StorageCapabilityError(StorageError):
-    """The configured storage does not implement an optional method the call needs."""
+    """The configured storage does not implement optional methods a call needs; ``methods``
+    names them (``method``: the first)."""
 
     status_code = 501
     code = "storage_capability_missing"
 
-    def __init__(self, storage: object, method: str, needed_for: str) -> None:
+    def __init__(self, storage: object, method: str | list[str] | tuple[str, ...], needed_for: str) -> None:
+        methods = [method] if isinstance(method, str) else list(method)
+        names = ", ".join(f"{m}()" for m in methods)
+        what = "method" if len(methods) == 1 else "methods"
         super().__init__(
-            f"{type(storage).__name__} has no {method}() method, which {needed_for} needs; "
-            f"add {method}() to your storage class or use a built-in storage"
+            f"{type(storage).__name__} has no {names} {what}, which {needed_for} needs; "
+            f"add {'it' if len(methods) == 1 else 'them'} to your storage class or use a built-in storage"
         )
-        self.method = method
+        self.methods = methods
+        self.method = methods[0]
 
 
 class BridgeError(PocketPingError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ INLINE_TYPES = re.compile(r"^(image/(png|jpeg|gif|webp|avif|bmp)|audio/[\w.+-]+|
 
 class LocalFileStore:
     """Attachments in a directory. Replace it with any object that has these methods
-    (``create``, ``meta``, ``write``, ``complete``, ``path``) and ``max_size``."""
+    (``create``, ``meta``, ``write``, ``complete``, ``path``; ``delete_sessions`` for
+    ``forget`` and ``purge``) and ``max_size``."""
 
     def __init__(self, directory: str | Path = "pocketping-uploads", *, max_size: int = 10 * 1024 * 1024) -> None:
         self.directory = Path(directory)
@@ -111,6 +113,27 @@ class LocalFileStore:
 
     def path(self, attachment_id: str) -> Path:
         return self._paths(attachment_id)[0]
+
+    async def delete_sessions(self, session_ids: Iterable[str]) -> int:
+        """Delete every file of these sessions (uploaded, pending or attached); how many."""
+        doomed = set(session_ids)
+
+        def sweep() -> int:
+            removed = 0
+            for meta_path in self.directory.glob("att_*.json"):
+                try:
+                    meta = json.loads(meta_path.read_text())
+                except (FileNotFoundError, ValueError):
+                    continue
+                if meta.get("session_id") not in doomed:
+                    continue
+                for suffix in (".bin", ".part", ".tmp"):
+                    meta_path.with_suffix(suffix).unlink(missing_ok=True)
+                meta_path.unlink(missing_ok=True)
+                removed += 1
+            return removed
+
+        return await anyio.to_thread.run_sync(sweep)
 
 
 def attachment_from_meta(meta: dict[str, Any], url: str) -> Attachment:

@@ -18,6 +18,7 @@ from .errors import PocketPingError
 if TYPE_CHECKING:
     from .core import PocketPing
     from .models import Event, Message, Session
+    from .retention import Removed
 
 T = TypeVar("T")
 
@@ -111,3 +112,12 @@ class SyncPocketPing:
 
     def unban(self, session_id: str) -> Session:
         return self.run(self._pp.unban(session_id))
+
+    def export(self, visitor_id: str) -> dict[str, Any]:
+        return self.run(self._pp.export(visitor_id))
+
+    def forget(self, visitor_id: str) -> Removed:
+        return self.run(self._pp.forget(visitor_id))
+
+    def purge(self, before: datetime | str) -> Removed:
+        return self.run(self._pp.purge(before))

@@ -263,13 +263,13 @@ class Bridge:
         thread = await self.thread_of(session.id)
         if thread is None:
             thread = await self.create_thread(session, self.header(session), _nonce(f"open:{session.id}"))
-            await self.store.bridge_key_set(f"{self.name}:session:{thread}", session.id)
-            await self.store.bridge_key_set(f"{self.name}:thread:{session.id}", thread)
+            await self.store.bridge_key_set(f"{self.name}:session:{thread}", session.id, session_id=session.id)
+            await self.store.bridge_key_set(f"{self.name}:thread:{session.id}", thread, session_id=session.id)
             await self.store.bridge_key_delete(f"{self.name}:done:header:{session.id}")
             log.info("opened thread %s", thread, extra=self._log_extra(session.id))
         if self.header_is_separate and await self.store.bridge_key_get(f"{self.name}:done:header:{session.id}") is None:
             pid = await self.post(thread, self.header(session), _nonce(f"header:{thread}"))
-            await self.store.bridge_key_set(f"{self.name}:done:header:{session.id}", pid)
+            await self.store.bridge_key_set(f"{self.name}:done:header:{session.id}", pid, session_id=session.id)
         return thread
 
     async def job_context(self, job: dict[str, Any]) -> tuple[Session, Message | None] | None:
@@ -291,7 +291,7 @@ class Bridge:
 
     async def job_done(self, job: dict[str, Any], value: str = "1") -> None:
         """Record that ``job`` reached the platform (``value``: what it became there)."""
-        await self.store.bridge_key_set(f"{self.name}:done:{job['key']}", value)
+        await self.store.bridge_key_set(f"{self.name}:done:{job['key']}", value, session_id=job["session_id"])
 
     async def deliver(self, job: dict[str, Any]) -> None:
         """Run one queued job. Idempotent: a job that already ran here is skipped."""
@@ -320,7 +320,9 @@ class Bridge:
             raise TemporaryBridgeError(str(exc), bridge=self.name, retry_after=0) from exc
         await self.job_done(job, pid)
         if message is not None:
-            await self.store.bridge_key_set(f"{self.name}:out:{message.id}", f"{thread} {pid}")
+            await self.store.bridge_key_set(
+                f"{self.name}:out:{message.id}", f"{thread} {pid}", session_id=message.session_id
+            )
         if kind == "close":
             await self.on_closed(thread)
 
@@ -386,7 +388,9 @@ class Bridge:
         except InvalidInput as exc:
             await self.notice(session_id, self.escape(f"⚠️ Not sent to the visitor: {exc}"))
             return
-        await self.store.bridge_key_set(f"{self.name}:in:{platform_id}", f"{session_id} {message.id}")
+        await self.store.bridge_key_set(
+            f"{self.name}:in:{platform_id}", f"{session_id} {message.id}", session_id=session_id
+        )
         if not self.pp.operator_online:
             await self.pp.set_operator_online(True)
         log.info("operator reply stored", extra=extra)

@@ -194,7 +194,7 @@ class RemoteBridge(Bridge):
                 await self.forget_update(key)
                 raise
             if message_id:
-                await self.store.bridge_key_set(f"{self.name}:in:{message_id}", f"{sid} {message.id}")
+                await self.store.bridge_key_set(f"{self.name}:in:{message_id}", f"{sid} {message.id}", session_id=sid)
             if not self.pp.operator_online:
                 await self.pp.set_operator_online(True)
         elif kind == "operator_message_edited" and message_id:

@@ -19,13 +19,18 @@ naming the method:
     outbox_add / outbox_claim / outbox_done /        the bridges' durable delivery queue and
     outbox_retry / outbox_next_due, bridge_key_get /  their key-value map (threads, message ids,
     bridge_key_set / bridge_key_delete               seen update ids); see pocketping.bridges
+    find_sessions_by_visitor(visitor_id)             export() and forget(): all of a visitor's sessions
+    list_inactive_sessions(before, limit=...)        purge() and retention_days: ids of sessions idle
+                                                     since before ``before``
+    delete_sessions(session_ids)                     forget() and purge(): sessions with their
+                                                     messages, bridge outbox rows and bridge keys
 """
 
 from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -119,12 +124,37 @@ class BaseStorage:
     async def bridge_key_get(self, key: str) -> str | None:
         raise StorageCapabilityError(self, "bridge_key_get", "bridge thread mapping")
 
-    async def bridge_key_set(self, key: str, value: str, *, only_new: bool = False) -> bool:
-        """Store ``key`` → ``value``; with ``only_new``, only if absent (returns whether it was stored)."""
+    async def bridge_key_set(
+        self, key: str, value: str, *, only_new: bool = False, session_id: str | None = None
+    ) -> bool:
+        """Store ``key`` → ``value``; with ``only_new``, only if absent (returns whether it was
+        stored). ``session_id``: the session the entry is about (deleted with it)."""
         raise StorageCapabilityError(self, "bridge_key_set", "bridge thread mapping")
 
     async def bridge_key_delete(self, key: str) -> None:
         raise StorageCapabilityError(self, "bridge_key_delete", "bridge thread mapping")
+
+    # -- erasure and retention (optional; PocketPing.export / forget / purge) ---------------
+
+    async def find_sessions_by_visitor(self, visitor_id: str) -> list[Session]:
+        """Every session of the visitor, oldest first."""
+        raise StorageCapabilityError(self, "find_sessions_by_visitor", "export() and forget()")
+
+    async def list_inactive_sessions(self, before: datetime, *, limit: int) -> list[str]:
+        """Ids of up to ``limit`` sessions whose last activity is before ``before``, idlest first."""
+        raise StorageCapabilityError(self, "list_inactive_sessions", "purge() and retention_days")
+
+    async def delete_sessions(self, session_ids: Sequence[str]) -> int:
+        """Delete the sessions with their messages, bridge outbox rows and bridge keys, in one
+        transaction where the storage has them; returns how many messages were deleted."""
+        raise StorageCapabilityError(self, "delete_sessions", "forget() and purge()")
+
+
+def missing_methods(storage: BaseStorage, names: Sequence[str]) -> list[str]:
+    """Which of the optional methods ``names`` ``storage`` does not implement."""
+    if isinstance(storage, StorageAdapter):
+        return [n for n in names if not storage.has(n)]
+    return [n for n in names if getattr(type(storage), n) is getattr(BaseStorage, n)]
 
 
 def next_stamp(last_ms: int | None, wanted_ms: int | None = None) -> int:
@@ -189,15 +219,16 @@ class StorageAdapter(BaseStorage):
             return await result
         return result
 
-    def _has(self, name: str) -> bool:
+    def has(self, name: str) -> bool:
+        """Whether the wrapped storage has a method ``name``."""
         return callable(getattr(self.inner, name, None))
 
     async def open(self) -> None:
-        if self._has("open"):
+        if self.has("open"):
             await self._call("open")
 
     async def close(self) -> None:
-        if self._has("close"):
+        if self.has("close"):
             await self._call("close")
 
     async def create_session(self, session: Session) -> None:
@@ -208,13 +239,13 @@ class StorageAdapter(BaseStorage):
         return None if row is None else Session.from_mapping(_as_mapping(row))
 
     async def update_session(self, session: Session) -> None:
-        if not self._has("update_session"):
+        if not self.has("update_session"):
             raise StorageCapabilityError(self.inner, "update_session", "changing a session")
         await self._call("update_session", session)
 
     async def list_sessions(self, *, limit: int | None = None, include_closed: bool = False) -> list[Session]:
         for name in ("list_sessions", "get_sessions"):
-            if self._has(name):
+            if self.has(name):
                 fn = getattr(self.inner, name)
                 kwargs: dict[str, Any] = {}
                 if _accepts(fn, "limit"):
@@ -231,7 +262,7 @@ class StorageAdapter(BaseStorage):
 
     async def find_session_by_visitor(self, visitor_id: str) -> Session | None:
         for name in ("find_session_by_visitor", "get_session_by_visitor"):
-            if self._has(name):
+            if self.has(name):
                 row = await self._call(name, visitor_id)
                 return None if row is None else Session.from_mapping(_as_mapping(row))
         return None
@@ -256,7 +287,7 @@ class StorageAdapter(BaseStorage):
         stamp = await self._stamp(session_id, to_ms(message.created_at))
         message.created_at = message.updated_at = stamp
         result = await self._call("save_message", session_id, message)
-        if self._has("update_session"):  # keep get_sessions() ordered by activity
+        if self.has("update_session"):  # keep get_sessions() ordered by activity
             session = await self.get_session(session_id)
             if session is not None:
                 session.last_activity = stamp
@@ -281,13 +312,13 @@ class StorageAdapter(BaseStorage):
         return messages[:limit] if limit is not None else messages
 
     async def get_message(self, session_id: str, message_id: str) -> Message | None:
-        if self._has("get_message"):
+        if self.has("get_message"):
             row = await self._call("get_message", session_id, message_id)
             return None if row is None else Message.from_mapping(_as_mapping(row), session_id)
         return await super().get_message(session_id, message_id)
 
     async def update_message(self, session_id: str, message_id: str, changes: Mapping[str, Any]) -> Message | None:
-        if not self._has("update_message"):
+        if not self.has("update_message"):
             raise StorageCapabilityError(self.inner, "update_message", "editing messages")
         message = await self.get_message(session_id, message_id)
         if message is None:
@@ -295,6 +326,26 @@ class StorageAdapter(BaseStorage):
         apply_changes(message, changes, await self._stamp(session_id))
         await self._call("update_message", session_id, message)
         return message
+
+    async def find_sessions_by_visitor(self, visitor_id: str) -> list[Session]:
+        if not self.has("find_sessions_by_visitor"):
+            raise StorageCapabilityError(self.inner, "find_sessions_by_visitor", "export() and forget()")
+        rows = await self._call("find_sessions_by_visitor", visitor_id)
+        return sorted((Session.from_mapping(_as_mapping(r)) for r in rows), key=lambda s: s.created_at)
+
+    async def list_inactive_sessions(self, before: datetime, *, limit: int) -> list[str]:
+        if not self.has("list_inactive_sessions"):
+            raise StorageCapabilityError(self.inner, "list_inactive_sessions", "purge() and retention_days")
+        return [str(sid) for sid in await self._call("list_inactive_sessions", before, limit=limit)][:limit]
+
+    async def delete_sessions(self, session_ids: Sequence[str]) -> int:
+        if not self.has("delete_sessions"):
+            raise StorageCapabilityError(self.inner, "delete_sessions", "forget() and purge()")
+        deleted = await self._call("delete_sessions", list(session_ids))
+        for sid in session_ids:
+            with self._clock_lock:
+                self._last.pop(sid, None)
+        return int(deleted or 0)
 
 
 def _as_mapping(row: Any) -> Mapping[str, Any]:

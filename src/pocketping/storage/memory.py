@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -58,6 +58,7 @@ class MemoryStorage(BaseStorage):
         self._outbox: dict[int, dict[str, Any]] = {}
         self._outbox_seq = 0
         self._bridge_keys: dict[str, str] = {}
+        self._bridge_key_session: dict[str, str] = {}
 
     async def create_session(self, session: Session) -> None:
         with self._lock:
@@ -186,13 +187,55 @@ class MemoryStorage(BaseStorage):
     async def bridge_key_get(self, key: str) -> str | None:
         return self._bridge_keys.get(key)
 
-    async def bridge_key_set(self, key: str, value: str, *, only_new: bool = False) -> bool:
+    async def bridge_key_set(
+        self, key: str, value: str, *, only_new: bool = False, session_id: str | None = None
+    ) -> bool:
         with self._lock:
             if only_new and key in self._bridge_keys:
                 return False
             self._bridge_keys[key] = value
+            if session_id is not None:
+                self._bridge_key_session[key] = session_id
             return True
 
     async def bridge_key_delete(self, key: str) -> None:
         with self._lock:
             self._bridge_keys.pop(key, None)
+            self._bridge_key_session.pop(key, None)
+
+    # -- erasure and retention --------------------------------------------------------------
+
+    async def find_sessions_by_visitor(self, visitor_id: str) -> list[Session]:
+        with self._lock:
+            found = [_copy_session(s) for s in self._sessions.values() if s.visitor_id == visitor_id]
+        return sorted(found, key=lambda s: s.created_at)
+
+    async def list_inactive_sessions(self, before: datetime, *, limit: int) -> list[str]:
+        with self._lock:
+            idle = [s for s in self._sessions.values() if (s.last_activity or s.created_at) < before]
+        idle.sort(key=lambda s: s.last_activity or s.created_at)
+        return [s.id for s in idle[:limit]]
+
+    async def delete_sessions(self, session_ids: Sequence[str]) -> int:
+        doomed = set(session_ids)
+        deleted = 0
+        with self._lock:
+            for sid in doomed:
+                session = self._sessions.pop(sid, None)
+                if session is None:
+                    continue
+                for m in self._messages.pop(sid, []):
+                    self._index.pop(m.id, None)
+                    deleted += 1
+                self._last_stamp.pop(sid, None)
+                if self._by_visitor.get(session.visitor_id) == sid:
+                    del self._by_visitor[session.visitor_id]
+                    rest = [s for s in self._sessions.values() if s.visitor_id == session.visitor_id]
+                    if rest:
+                        self._by_visitor[session.visitor_id] = max(rest, key=lambda s: s.created_at).id
+            for item_id in [i for i, row in self._outbox.items() if row["session_id"] in doomed]:
+                del self._outbox[item_id]
+            for key in [k for k, sid in self._bridge_key_session.items() if sid in doomed]:
+                del self._bridge_key_session[key]
+                self._bridge_keys.pop(key, None)
+        return deleted

@@ -19,7 +19,7 @@ lease ran out), as with SQLite.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +99,19 @@ MIGRATIONS: list[str] = [
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );
+    """,
+    # 2: bridge keys know their session (erased with it); earlier rows learn it from the session
+    # or message id in their key (sess_ + 16, msg_ + 16 characters) or their value
+    """
+    ALTER TABLE pocketping_bridge_keys ADD COLUMN IF NOT EXISTS session_id TEXT;
+    UPDATE pocketping_bridge_keys SET session_id = substr(key, strpos(key, ':sess_') + 1, 21)
+        WHERE strpos(key, ':sess_') > 0;
+    UPDATE pocketping_bridge_keys SET session_id = left(value, 21)
+        WHERE session_id IS NULL AND left(value, 5) = 'sess_';
+    UPDATE pocketping_bridge_keys k SET session_id = m.session_id FROM pocketping_messages m
+        WHERE k.session_id IS NULL AND strpos(k.key, ':msg_') > 0
+        AND m.id = substr(k.key, strpos(k.key, ':msg_') + 1, 20);
+    CREATE INDEX IF NOT EXISTS pocketping_bridge_keys_by_session ON pocketping_bridge_keys (session_id);
     """,
 ]
 
@@ -390,15 +403,46 @@ class PostgresStorage(BaseStorage):
         row = await self._fetchone("SELECT value FROM pocketping_bridge_keys WHERE key = %s", (key,))
         return row[0] if row else None
 
-    async def bridge_key_set(self, key: str, value: str, *, only_new: bool = False) -> bool:
-        conflict = "DO NOTHING" if only_new else "DO UPDATE SET value = EXCLUDED.value"
+    async def bridge_key_set(
+        self, key: str, value: str, *, only_new: bool = False, session_id: str | None = None
+    ) -> bool:
+        conflict = (
+            "DO NOTHING" if only_new else "DO UPDATE SET value = EXCLUDED.value, session_id = EXCLUDED.session_id"
+        )
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                f"INSERT INTO pocketping_bridge_keys (key, value) VALUES (%s, %s) ON CONFLICT (key) {conflict}",
-                (key, value),
+                "INSERT INTO pocketping_bridge_keys (key, value, session_id) VALUES (%s, %s, %s) "
+                f"ON CONFLICT (key) {conflict}",
+                (key, value, session_id),
             )
             return cur.rowcount > 0
 
     async def bridge_key_delete(self, key: str) -> None:
         async with self.pool.connection() as conn:
             await conn.execute("DELETE FROM pocketping_bridge_keys WHERE key = %s", (key,))
+
+    # -- erasure and retention --------------------------------------------------------------
+
+    async def find_sessions_by_visitor(self, visitor_id: str) -> list[Session]:
+        rows = await self._fetchall(
+            f"SELECT {_SESSION_COLUMNS} FROM pocketping_sessions WHERE visitor_id = %s ORDER BY created_ms",
+            (visitor_id,),
+        )
+        return [_session_from_row(r) for r in rows]
+
+    async def list_inactive_sessions(self, before: datetime, *, limit: int) -> list[str]:
+        rows = await self._fetchall(
+            "SELECT id FROM pocketping_sessions WHERE status IN ('active', 'closed') AND last_activity_ms < %s "
+            "ORDER BY last_activity_ms LIMIT %s",
+            (to_ms(before), limit),
+        )
+        return [r[0] for r in rows]
+
+    async def delete_sessions(self, session_ids: Sequence[str]) -> int:
+        ids = list(dict.fromkeys(session_ids))
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute("DELETE FROM pocketping_messages WHERE session_id = ANY(%s)", (ids,))
+            await conn.execute("DELETE FROM pocketping_bridge_outbox WHERE session_id = ANY(%s)", (ids,))
+            await conn.execute("DELETE FROM pocketping_bridge_keys WHERE session_id = ANY(%s)", (ids,))
+            await conn.execute("DELETE FROM pocketping_sessions WHERE id = ANY(%s)", (ids,))
+            return cur.rowcount

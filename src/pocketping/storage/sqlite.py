@@ -13,7 +13,7 @@ import json
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -80,6 +80,18 @@ MIGRATIONS: list[str] = [
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );
+    """,
+    # 2: bridge keys know their session (erased with it); earlier rows learn it from the session
+    # or message id in their key (sess_ + 16, msg_ + 16 characters) or their value
+    """
+    ALTER TABLE bridge_keys ADD COLUMN session_id TEXT;
+    UPDATE bridge_keys SET session_id = substr(key, instr(key, ':sess_') + 1, 21) WHERE instr(key, ':sess_') > 0;
+    UPDATE bridge_keys SET session_id = substr(value, 1, 21) WHERE session_id IS NULL AND substr(value, 1, 5) = 'sess_';
+    UPDATE bridge_keys SET session_id = (
+        SELECT m.session_id FROM messages m
+        WHERE m.id = substr(bridge_keys.key, instr(bridge_keys.key, ':msg_') + 1, 20)
+    ) WHERE session_id IS NULL AND instr(key, ':msg_') > 0;
+    CREATE INDEX IF NOT EXISTS bridge_keys_by_session ON bridge_keys (session_id);
     """,
 ]
 
@@ -494,11 +506,14 @@ class SQLiteStorage(BaseStorage):
 
         return await self._run(op)
 
-    async def bridge_key_set(self, key: str, value: str, *, only_new: bool = False) -> bool:
+    async def bridge_key_set(
+        self, key: str, value: str, *, only_new: bool = False, session_id: str | None = None
+    ) -> bool:
         verb = "INSERT OR IGNORE" if only_new else "INSERT OR REPLACE"
 
         def op(c: sqlite3.Connection) -> bool:
-            return c.execute(f"{verb} INTO bridge_keys (key, value) VALUES (?, ?)", (key, value)).rowcount > 0
+            sql = f"{verb} INTO bridge_keys (key, value, session_id) VALUES (?, ?, ?)"
+            return c.execute(sql, (key, value, session_id)).rowcount > 0
 
         return await self._run(self._write, op)
 
@@ -507,3 +522,38 @@ class SQLiteStorage(BaseStorage):
             c.execute("DELETE FROM bridge_keys WHERE key = ?", (key,))
 
         await self._run(self._write, op)
+
+    # -- erasure and retention --------------------------------------------------------------
+
+    async def find_sessions_by_visitor(self, visitor_id: str) -> list[Session]:
+        def op() -> list[Session]:
+            sql = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE visitor_id = ? ORDER BY created_ms"
+            return [_session_from_row(r) for r in self._db().execute(sql, (visitor_id,)).fetchall()]
+
+        return await self._run(op)
+
+    async def list_inactive_sessions(self, before: datetime, *, limit: int) -> list[str]:
+        def op() -> list[str]:
+            sql = (
+                "SELECT id FROM sessions WHERE status IN ('active', 'closed') AND last_activity_ms < ? "
+                "ORDER BY last_activity_ms LIMIT ?"
+            )
+            return [r[0] for r in self._db().execute(sql, (to_ms(before), limit)).fetchall()]
+
+        return await self._run(op)
+
+    async def delete_sessions(self, session_ids: Sequence[str]) -> int:
+        ids = list(dict.fromkeys(session_ids))
+
+        def op(c: sqlite3.Connection) -> int:
+            deleted = 0
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                deleted += c.execute(f"DELETE FROM messages WHERE session_id IN ({marks})", chunk).rowcount
+                c.execute(f"DELETE FROM bridge_outbox WHERE session_id IN ({marks})", chunk)
+                c.execute(f"DELETE FROM bridge_keys WHERE session_id IN ({marks})", chunk)
+                c.execute(f"DELETE FROM sessions WHERE id IN ({marks})", chunk)
+            return deleted
+
+        return await self._run(self._write, op)
