@@ -7,6 +7,11 @@ unconfigured (root level WARNING), as in the README's snippet, so they print not
 cost what a hook costs (queued per session, run on the hook worker threads).
 ``BENCH_HOOKS=none``: no hooks.
 
+Rate limits are on, as by default, counted in memory on every request (``requests_per_ip``),
+new session (``sessions_per_ip``) and message (``messages_per_session``); their thresholds are
+raised above the load, which comes from one address (127.0.0.1) at thousands of requests a
+second and would otherwise be refused from the 21st session on.
+
 ``BENCH_STORAGE=memory`` (default), ``sqlite`` (SQLiteStorage with ``synchronous=FULL``, the
 durable default, in ``BENCH_TMP``) or ``postgres`` (``PostgresStorage(BENCH_PG_DSN)``, its
 default pool).
@@ -25,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from pocketping import MemoryStorage, PocketPing, PostgresStorage, SQLiteStorage
+from pocketping import MemoryStorage, PocketPing, PostgresStorage, RateLimits, SQLiteStorage
 from pocketping.files import LocalFileStore
 
 log = logging.getLogger(__name__)
@@ -67,6 +72,9 @@ pp = PocketPing(
     on_event=on_event if seed else None,
     storage=storage,
     files=LocalFileStore(tmp / "uploads"),  # not in the working directory
+    rate_limits=RateLimits(
+        sessions_per_ip="100000000/hour", messages_per_session="100000000/hour", requests_per_ip="100000000/hour"
+    ),
 )
 
 
