@@ -31,6 +31,7 @@ from pocketping.files import LocalFileStore
 from . import services
 from .fakes.harness import Visitor, drained, eventually, fast, key
 from .fakes.telegram import CHAT_ID, FakeTelegram
+from .test_bridges_delivery import SeedStorage
 
 SECRET = "s3cret-Token_1"
 pytestmark = pytest.mark.anyio
@@ -189,26 +190,6 @@ def test_retention_days_purges_on_a_schedule(kind: str, tmp_path: Path) -> None:
         assert pp.sync.get_session(fresh).id == fresh
     finally:
         pp.sync.stop()
-
-
-class SeedStorage:
-    """The seed page's four methods, nothing else."""
-
-    def __init__(self) -> None:
-        self.sessions: dict[str, Any] = {}
-        self.messages: dict[str, list[Any]] = {}
-
-    def create_session(self, session: Any) -> None:
-        self.sessions[session.id] = session
-
-    def get_session(self, session_id: str) -> Any:
-        return self.sessions.get(session_id)
-
-    def save_message(self, session_id: str, message: Any) -> None:
-        self.messages.setdefault(session_id, []).append(message)
-
-    def get_messages(self, session_id: str) -> list[Any]:
-        return self.messages.get(session_id, [])
 
 
 async def test_a_storage_without_the_methods_gets_an_error_naming_them() -> None:

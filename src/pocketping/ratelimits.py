@@ -4,8 +4,8 @@
 counts. The front of the ASGI app checks ``requests_per_ip`` on every widget request, the
 chat service checks ``sessions_per_ip`` when a visitor starts a session and
 ``messages_per_session`` before it stores a visitor message, so a refused call stores
-nothing. Counting uses a sliding-window counter: two counters per client and limit, whatever
-the client sends. Counts live in memory, or in Redis when the app has a Redis broker (or
+nothing. Counting uses fixed windows: one counter per client and limit, whatever the client sends
+(memory bounded by addresses, not requests), and an exact ``Retry-After``. Counts live in memory, or in Redis when the app has a Redis broker (or
 ``RateLimits(storage="redis://...")``), where every process shares them.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, Storage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.strategies import FixedWindowRateLimiter
 from limits.storage import storage_from_string
 
 from .errors import InvalidInput, RateLimited
@@ -113,7 +113,7 @@ class Limiter:
     ) -> None:
         self.limits = limits
         self.namespace = namespace
-        self._strategy: SlidingWindowCounterRateLimiter | None = None
+        self._strategy: FixedWindowRateLimiter | None = None
         self._failed_at = -WARN_EVERY
         self._pool: Any = None
         self.shared = False
@@ -122,7 +122,7 @@ class Limiter:
         uri = limits.storage or redis_url
         self.shared = uri is not None and not uri.startswith(("memory", "async+memory"))
         storage, self._pool = _storage(uri) if uri else (MemoryStorage(), None)
-        self._strategy = SlidingWindowCounterRateLimiter(storage)
+        self._strategy = FixedWindowRateLimiter(storage)
 
     def __repr__(self) -> str:
         return f"Limiter({self.limits!r}, shared={self.shared})"
