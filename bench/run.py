@@ -42,6 +42,9 @@ SERVERS: dict[str, tuple[Path, str, dict[str, str]]] = {
     "ceiling": (MAIN_PY, "ceiling", {}),
     "ours-memory": (MAIN_PY, "ours", {"BENCH_STORAGE": "memory", "BENCH_HOOKS": "seed"}),
     "ours-memory-nohooks": (MAIN_PY, "ours", {"BENCH_STORAGE": "memory", "BENCH_HOOKS": "none"}),
+    "ours-memory-nolimits": (
+        MAIN_PY, "ours", {"BENCH_STORAGE": "memory", "BENCH_HOOKS": "seed", "BENCH_LIMITS": "off"}
+    ),
     "ours-sqlite": (MAIN_PY, "ours", {"BENCH_STORAGE": "sqlite", "BENCH_HOOKS": "seed"}),
     "ceiling-pg": (MAIN_PY, "ceiling_pg", {}),
     "ours-postgres": (MAIN_PY, "ours", {"BENCH_STORAGE": "postgres", "BENCH_HOOKS": "seed"}),
@@ -290,6 +293,7 @@ RATIOS = [
 HEADLINE = [
     ("ours-memory", "ceiling", "ours-memory (seed hooks) / ceiling"),
     ("ours-memory-nohooks", "ceiling", "ours-memory-nohooks / ceiling"),
+    ("ours-memory-nolimits", "ceiling", "ours-memory-nolimits / ceiling"),
     ("ours-postgres", "ceiling-pg", "ours-postgres (seed hooks) / ceiling-pg"),
 ]
 
@@ -330,6 +334,14 @@ def report(runs: list[dict[str, dict[str, Any]]], meta: dict[str, Any]) -> str:
                 for scen in ("connect", "message")
             ]
             lines += ["", "The seed hooks' cost, ours-memory − ours-memory-nohooks (medians): " + ", ".join(cost) + "."]
+        if "ours-memory" in med and "ours-memory-nolimits" in med:
+            seed, free = med["ours-memory"], med["ours-memory-nolimits"]
+            cost = [
+                f"{scen} {seed[scen]['cpu_us_per_op'] - free[scen]['cpu_us_per_op']:+.1f} µs/op"
+                for scen in ("connect", "message")
+            ]
+            label = "The rate limits' cost, ours-memory − ours-memory-nolimits (medians): "
+            lines += ["", label + ", ".join(cost) + "."]
         lines.append("")
     lines += [
         "### Absolute figures",

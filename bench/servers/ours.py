@@ -10,7 +10,8 @@ cost what a hook costs (queued per session, run on the hook worker threads).
 Rate limits are on, as by default, counted in memory on every request (``requests_per_ip``),
 new session (``sessions_per_ip``) and message (``messages_per_session``); their thresholds are
 raised above the load, which comes from one address (127.0.0.1) at thousands of requests a
-second and would otherwise be refused from the 21st session on.
+second and would otherwise be refused from the 21st session on. ``BENCH_LIMITS=off``:
+``rate_limits=None`` (what the limits cost).
 
 ``BENCH_STORAGE=memory`` (default), ``sqlite`` (SQLiteStorage with ``synchronous=FULL``, the
 durable default, in ``BENCH_TMP``) or ``postgres`` (``PostgresStorage(BENCH_PG_DSN)``, its
@@ -72,7 +73,9 @@ pp = PocketPing(
     on_event=on_event if seed else None,
     storage=storage,
     files=LocalFileStore(tmp / "uploads"),  # not in the working directory
-    rate_limits=RateLimits(
+    rate_limits=None
+    if os.environ.get("BENCH_LIMITS") == "off"
+    else RateLimits(
         sessions_per_ip="100000000/hour", messages_per_session="100000000/hour", requests_per_ip="100000000/hour"
     ),
 )
