@@ -40,17 +40,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_healthy(base: str, proc: subprocess.Popen[Any] | None = None, timeout: float = 15.0) -> None:
-    """Wait until ``<base>/pocketping/health`` answers 200 (a server started as a process)."""
+def wait_healthy(
+    base: str, proc: subprocess.Popen[Any] | None = None, timeout: float = 15.0, path: str = "/pocketping/health"
+) -> None:
+    """Wait until ``<base><path>`` answers 200 (a server started as a process)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(base + "/pocketping/health", timeout=1).status_code == 200:
+            if httpx.get(base + path, timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
-            raise RuntimeError(f"{base} did not answer /pocketping/health")
+            raise RuntimeError(f"{base} did not answer {path}")
         time.sleep(0.05)
 
 
@@ -70,9 +72,8 @@ class LiveServer:
 
     def __init__(self, app: Any, port: int | None = None, **config: Any) -> None:
         self.port = port or free_port()
-        self.config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", **config
-        )
+        config = {"log_level": "warning", **config}
+        self.config = uvicorn.Config(app, host="127.0.0.1", port=self.port, lifespan="on", **config)
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

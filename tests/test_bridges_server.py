@@ -106,7 +106,7 @@ def test_both_directions_reject_bad_keys_and_signatures(setup: dict[str, Any]) -
     assert httpx.post(f"{server}/api/events", content=body, headers=stale, timeout=10).status_code == 401
     unknown = json.dumps({"type": "nope"}).encode()
     r = httpx.post(f"{server}/api/events", content=unknown, headers=auth_headers(KEY, unknown), timeout=10)
-    assert r.status_code == 400 and r.json() == {"error": "Unknown event type"}
+    assert r.status_code == 400 and r.json() == {"error": "unknown_event", "detail": "unknown event type nope"}
 
     v = Visitor(base)
     try:

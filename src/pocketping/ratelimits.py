@@ -4,9 +4,10 @@
 counts. The front of the ASGI app checks ``requests_per_ip`` on every widget request, the
 chat service checks ``sessions_per_ip`` when a visitor starts a session and
 ``messages_per_session`` before it stores a visitor message, so a refused call stores
-nothing. Counting uses fixed windows: one counter per client and limit, whatever the client sends
-(memory bounded by addresses, not requests), and an exact ``Retry-After``. Counts live in memory, or in Redis when the app has a Redis broker (or
-``RateLimits(storage="redis://...")``), where every process shares them.
+nothing. Counting uses fixed windows: one counter per client and limit, whatever the client
+sends (memory bounded by addresses, not requests), and an exact ``Retry-After``. Counts live in
+memory, or in Redis when the app has a Redis broker (or ``RateLimits(storage="redis://...")``),
+where every process shares them.
 """
 
 from __future__ import annotations

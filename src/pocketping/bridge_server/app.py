@@ -20,12 +20,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..bridges.base import Bridge
-from ..bridges.remote import auth_headers, check_auth
+from ..bridges.remote import NO_KEY, auth_headers, check_auth
 from ..core import PocketPing
 from ..errors import BridgeError, Forbidden, MessageNotFound, PocketPingError, SessionNotFound
 from ..models import Message, Session, compact_json, iso
 from ..redaction import protect
-from ..web.parsing import load_object
+from ..web.parsing import BadRequest, bad_request, load_object, request_body, require_json
+from .envelopes import WireMessage, WireSession, checked
 
 log = logging.getLogger("pocketping.bridges")
 
@@ -80,6 +81,9 @@ class BackendForwarder(Bridge):
         await self.job_done(job)
 
 
+NO_SESSION: dict[str, Any] = {"session_id": None, "bridge": None}
+
+
 class _UnknownEvent(Exception):
     pass
 
@@ -90,9 +94,11 @@ def build_bridge_server(
     backend_url: str | None = None,
     api_key: str | None = None,
     storage: Any = None,
-    require_signature: bool = False,
+    allow_unsigned: bool = False,
 ) -> tuple[Starlette, PocketPing]:
-    """The bridge server's ASGI app and the PocketPing inside it."""
+    """The bridge server's ASGI app and the PocketPing inside it. Without ``api_key`` every
+    ``/api`` request is refused (401); with it, requests must carry the key and a fresh
+    signature (the key alone with ``allow_unsigned``)."""
     if storage is None:
         from ..storage.sqlite import SQLiteStorage
 
@@ -103,14 +109,10 @@ def build_bridge_server(
     chat = pp.chat
 
     async def ensure_session(wire: Any) -> Session:
-        if not isinstance(wire, Mapping) or not (wire.get("id") or wire.get("sessionId")):
-            raise PocketPingError("session is required")
-        return await chat.mirror_session(Session.from_mapping(wire))
+        return await chat.mirror_session(Session.from_mapping(checked(WireSession, wire, "session")))
 
     async def add_message(session: Session, wire: Any, sender: str) -> None:
-        if not isinstance(wire, Mapping) or not wire.get("id"):
-            raise PocketPingError("message is required")
-        message = Message.from_mapping(wire, session.id)
+        message = Message.from_mapping(checked(WireMessage, wire, "message"), session.id)
         message.sender = sender
         if sender != "visitor":
             message.metadata = {"bridge": "sdk", "operatorName": wire.get("operatorName") or "Operator"}
@@ -133,6 +135,7 @@ def build_bridge_server(
         if kind in ("new_session", "identity_update"):
             await ensure_session(event.get("session"))
         elif kind in ("visitor_message", "operator_message"):
+            checked(WireMessage, event.get("message"), "message")  # both checked before either is stored
             session = await ensure_session(event.get("session"))
             await add_message(session, event.get("message"), "visitor" if kind == "visitor_message" else "operator")
         elif kind in ("visitor_message_edited", "operator_message_edited"):
@@ -150,13 +153,20 @@ def build_bridge_server(
 
     def endpoint(shape: str | None) -> Any:
         async def handle(request: Request) -> Response:
-            body = await request.body()
-            if not check_auth(request.headers, body, api_key, require_signature):
-                return JSONResponse({"error": "Unauthorized"}, status_code=401)
+            if api_key is None:
+                return JSONResponse({"error": "unauthorized", "detail": NO_KEY}, status_code=401)
+            try:
+                body = await request_body(request)
+                if not check_auth(request.headers, body, api_key, allow_unsigned):
+                    log.warning("bridge server: request refused (bad key or signature)", extra=NO_SESSION)
+                    return JSONResponse({"error": "unauthorized", "detail": "bad key or signature"}, status_code=401)
+                require_json(request)
+            except BadRequest as exc:
+                return bad_request(exc)
             try:
                 data = load_object(body)
             except ValueError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=400)
+                return JSONResponse({"error": "invalid_json", "detail": str(exc)}, status_code=400)
             if shape == "session":
                 data = {"type": "new_session", "session": data}
             elif shape == "message":
@@ -165,10 +175,11 @@ def build_bridge_server(
                 data = {"type": shape, **data}
             try:
                 await apply(data)
-            except _UnknownEvent:
-                return JSONResponse({"error": "Unknown event type"}, status_code=400)
+            except _UnknownEvent as exc:
+                return JSONResponse({"error": "unknown_event", "detail": f"unknown event type {exc}"}, status_code=400)
             except PocketPingError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=400 if exc.status_code >= 500 else exc.status_code)
+                status = 400 if exc.status_code >= 500 else exc.status_code
+                return JSONResponse({"error": exc.code, "detail": str(exc)}, status_code=status)
             return JSONResponse({"ok": True})
 
         return handle

@@ -20,6 +20,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..bridges.remote import KEY_VARIABLE, MAKE_KEY, env_flag
     from ..cli import run_server
     from ..errors import BridgeError
     from ..storage.sqlite import SQLiteStorage
@@ -38,13 +39,21 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     backend = os.environ.get("POCKETPING_BACKEND_WEBHOOK_URL") or os.environ.get("BACKEND_WEBHOOK_URL")
-    api_key = os.environ.get("POCKETPING_BRIDGE_API_KEY") or os.environ.get("API_KEY") or None
+    api_key = os.environ.get(KEY_VARIABLE) or os.environ.get("API_KEY") or None
+    if api_key is None:
+        print(
+            f"pocketping bridge: {KEY_VARIABLE} is not set. The bridge server accepts events only with the key "
+            f"shared with your web app; make one with:\n  export {KEY_VARIABLE}=$({MAKE_KEY})\n"
+            "and set the same value in the web app's environment.",
+            file=sys.stderr,
+        )
+        return 2
     app, _pp = build_bridge_server(
         bridges,
         backend_url=backend,
         api_key=api_key,
         storage=SQLiteStorage(args.db),
-        require_signature=os.environ.get("POCKETPING_BRIDGE_REQUIRE_SIGNATURE", "") in ("1", "true", "yes"),
+        allow_unsigned=env_flag(os.environ, "POCKETPING_BRIDGE_ALLOW_UNSIGNED"),
     )
     names = ", ".join(b.name for b in bridges)
     print(f"PocketPing bridge server on http://{args.host}:{args.port} (bridges: {names})", flush=True)

@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from ..errors import BridgeError, InvalidInput, MessageNotFound, PocketPingError, SessionNotFound
 from ..models import Message, Session
-from ..web.parsing import load_object
+from ..web.parsing import BadRequest, bad_request, load_object, request_body, require_json
 
 if TYPE_CHECKING:
     from ..core import PocketPing
@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from .queue import BridgeHub
 
 log = logging.getLogger("pocketping.bridges")
+
+#: Seconds a signed request stays valid (Slack, Discord and bridge-server signatures carry a
+#: timestamp): an older one is refused, so a captured request cannot be replayed later.
+REPLAY_WINDOW = 300
 
 COMMANDS = {
     "close": "end the conversation",
@@ -149,14 +153,28 @@ class Bridge:
         return Response(status_code=404)
 
     async def verified_object(
-        self, request: Request, verify: Callable[[Mapping[str, str], bytes], bool], refusal: Response
+        self,
+        request: Request,
+        verify: Callable[[Mapping[str, str], bytes], bool],
+        refusal: Response,
+        *,
+        json_only: bool = False,
     ) -> dict[str, Any] | Response:
         """The JSON object a request carries if ``verify(headers, body)`` accepts it; otherwise
-        the response to give: ``refusal`` (logged), or a 400 for a body that is no JSON object."""
-        body = await request.body()
+        the response to give: ``refusal`` (logged), a 400 for a body that is no JSON object, a
+        413 past 1 MiB, a 415 for another content type (with ``json_only``)."""
+        try:
+            body = await request_body(request)
+        except BadRequest as exc:
+            return bad_request(exc)
         if not verify(request.headers, body):
             log.warning("%s request rejected: bad key or signature", self.name, extra=self._log_extra(None))
             return refusal
+        try:
+            if json_only:
+                require_json(request)
+        except BadRequest as exc:
+            return bad_request(exc)
         try:
             return load_object(body)
         except ValueError as exc:

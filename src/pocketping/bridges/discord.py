@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,8 +23,9 @@ from starlette.responses import JSONResponse, Response
 from ..errors import BridgeError
 from ..models import Session
 from ..redaction import protect
-from .base import COMMANDS, Bridge, TemporaryBridgeError, ThreadGone, cancel
+from .base import COMMANDS, REPLAY_WINDOW, Bridge, TemporaryBridgeError, ThreadGone, cancel
 from .gateway import GatewayClient
+from .payloads import DiscordCommand, DiscordInteraction, DiscordMessage, DiscordUser, read
 
 log = logging.getLogger("pocketping.bridges")
 
@@ -154,47 +156,54 @@ class DiscordBridge(Bridge):
         await cancel(task)
         await super().stop()
 
-    def _is_own(self, author: Mapping[str, Any] | None) -> bool:
-        author = author or {}
-        return bool(author.get("bot")) or (
-            self.gateway.user_id is not None and str(author.get("id")) == self.gateway.user_id
-        )
+    def _is_own(self, author: DiscordUser | None) -> bool:
+        if author is None:
+            return False
+        return author.bot or (self.gateway.user_id is not None and author.id == self.gateway.user_id)
 
     async def on_dispatch(self, kind: str, d: dict[str, Any]) -> None:
-        if kind not in ("MESSAGE_CREATE", "MESSAGE_UPDATE", "MESSAGE_DELETE") or "id" not in d:
+        if kind not in ("MESSAGE_CREATE", "MESSAGE_UPDATE", "MESSAGE_DELETE"):
+            return
+        message = read(DiscordMessage, d, bridge=self.name, what=f"Gateway {kind}")
+        if message is None:
             return
         if kind == "MESSAGE_DELETE":
-            await self.operator_delete(str(d["id"]))
+            await self.operator_delete(message.id)
             return
-        if self._is_own(d.get("author")) or d.get("webhook_id"):
+        if self._is_own(message.author) or message.webhook_id:
             return
         if kind == "MESSAGE_UPDATE":
-            if isinstance(d.get("content"), str):
-                await self.operator_edit(str(d["id"]), d["content"])
+            if message.content is not None:
+                await self.operator_edit(message.id, message.content)
             return
-        session_id = await self.session_of(str(d.get("channel_id")))
-        if session_id is None or not isinstance(d.get("content"), str):
+        session_id = await self.session_of(str(message.channel_id))
+        if session_id is None or message.content is None:
             return
-        if not await self.first_time(f"msg:{d['id']}"):
+        if not await self.first_time(f"msg:{message.id}"):
             return  # replayed after a resume
-        author = d.get("author") or {}
-        name = (d.get("member") or {}).get("nick") or author.get("global_name") or author.get("username")
+        author = message.author or DiscordUser()
+        name = (message.member.nick if message.member else None) or author.global_name or author.username
         try:
-            await self.operator_text(session_id, d["content"], str(d["id"]), name)
+            await self.operator_text(session_id, message.content, message.id, name)
         except Exception:
-            await self.forget_update(f"msg:{d['id']}")
+            await self.forget_update(f"msg:{message.id}")
             raise
 
     # -- interactions (slash commands) ------------------------------------------------------
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> bool:
+        """The Ed25519 signature of timestamp + body, and a timestamp at most 5 minutes old
+        (a captured interaction cannot be replayed later)."""
         from cryptography.exceptions import InvalidSignature
 
         if self._verify_key is None:
             return False
+        timestamp = headers.get("x-signature-timestamp", "")
         try:
+            if abs(time.time() - int(timestamp)) > REPLAY_WINDOW:
+                return False
             signature = bytes.fromhex(headers.get("x-signature-ed25519", ""))
-            self._verify_key.verify(signature, headers.get("x-signature-timestamp", "").encode() + body)
+            self._verify_key.verify(signature, timestamp.encode() + body)
         except (ValueError, InvalidSignature):
             return False
         return True
@@ -202,40 +211,43 @@ class DiscordBridge(Bridge):
     async def webhook(self, request: Request) -> Response:
         if self._verify_key is None:
             return JSONResponse({"error": "no public_key configured"}, status_code=403)
-        interaction = await self.verified_object(
+        data = await self.verified_object(
             request, self.verify, JSONResponse({"error": "invalid request signature"}, status_code=401)
         )
-        if isinstance(interaction, Response):
-            return interaction
-        if interaction.get("type") == 1:
+        if isinstance(data, Response):
+            return data
+        interaction = read(DiscordInteraction, data, bridge=self.name, what="Discord interaction")
+        if interaction is None:
+            return _ephemeral("This request could not be read.")
+        if interaction.type == 1:
             return JSONResponse({"type": 1})
-        if interaction.get("type") != 2:
+        if interaction.type != 2 or interaction.data is None:
             return _ephemeral("Not supported.")
-        return _ephemeral(await self._slash(interaction))
+        return _ephemeral(await self._slash(interaction, interaction.data))
 
-    async def _slash(self, interaction: dict[str, Any]) -> str:
-        data = interaction.get("data") or {}
-        name = str(data.get("name") or "")
-        options = {o.get("name"): o.get("value") for o in data.get("options") or [] if isinstance(o, dict)}
-        session_id = await self.session_of(str(interaction.get("channel_id")))
+    async def _slash(self, interaction: DiscordInteraction, data: DiscordCommand) -> str:
+        options = {o.name: o.value for o in data.options}
+        session_id = await self.session_of(str(interaction.channel_id))
         if session_id is None:
             return "Use this command inside a PocketPing conversation thread."
-        iid = str(interaction.get("id"))
+        text = str(options.get("message") or "").strip()
+        if data.name == "reply" and not text:
+            return "⚠️ Nothing sent: /reply needs a message."
+        if data.name != "reply" and data.name not in COMMANDS:
+            return f"Unknown command {data.name!r}."
+        iid = interaction.id
         if not await self.first_time(f"interaction:{iid}"):
             return "Already done."
-        member_user = (interaction.get("member") or {}).get("user") or interaction.get("user") or {}
+        user = (interaction.member.user if interaction.member else None) or interaction.user or DiscordUser()
         try:
-            if name == "reply":
-                text = str(options.get("message") or "")
-                await self.operator_text(session_id, text, f"i{iid}", member_user.get("username"))
+            if data.name == "reply":
+                await self.operator_text(session_id, text, f"i{iid}", user.username)
                 return "✅ Message sent to the visitor."
-            if name in COMMANDS:
-                await self.command(session_id, name, str(options.get("args") or ""))
-                return "✅ Done."
+            await self.command(session_id, data.name, str(options.get("args") or ""))
+            return "✅ Done."
         except Exception:
             await self.forget_update(f"interaction:{iid}")
             raise
-        return f"Unknown command {name!r}."
 
 
 def _ephemeral(text: str) -> JSONResponse:

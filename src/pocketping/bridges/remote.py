@@ -7,7 +7,8 @@ Outgoing: ``POST {bridge_url}/api/events`` with a typed envelope (``new_session`
 ``operator_message`` and ``session_closed``), through the same durable outbox as the in-process
 bridges. Both directions carry ``Authorization: Bearer <api key>`` when a key is set, and a
 timestamped signature ``X-PocketPing-Signature: t=<unix>,v1=<hex HMAC-SHA256(key, "<t>.<body>")>``,
-checked when present (and required with ``require_signature``), within a 5-minute window.
+required (``allow_unsigned=True`` accepts the Bearer key alone, for peers that do not sign yet)
+within a 5-minute window. Without a key nothing is accepted: the callbacks fail closed.
 Incoming operator events are deduplicated by ``messageId``.
 """
 
@@ -28,12 +29,11 @@ from starlette.routing import Route
 from ..errors import BridgeError, PocketPingError
 from ..models import compact_json, iso
 from ..redaction import protect
-from .base import Bridge
+from .base import REPLAY_WINDOW, Bridge
 
 log = logging.getLogger("pocketping.bridges")
 
 SIGNATURE_HEADER = "X-PocketPing-Signature"
-WINDOW = 300
 
 
 def sign(key: str, body: bytes, at: float | None = None) -> str:
@@ -42,23 +42,37 @@ def sign(key: str, body: bytes, at: float | None = None) -> str:
     return f"t={t},v1={mac}"
 
 
-def check_auth(headers: Mapping[str, str], body: bytes, key: str | None, require_signature: bool = False) -> bool:
-    """Bearer key (when configured) and, when present or required, the timestamped signature."""
+#: The variable holding the key both sides share, and how to make one.
+KEY_VARIABLE = "POCKETPING_BRIDGE_API_KEY"
+MAKE_KEY = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+NO_KEY = (
+    f"{KEY_VARIABLE} is not set, so every bridge callback is refused: set it to the same random key on the "
+    f"web app and on the bridge server (make one with: {MAKE_KEY})"
+)
+
+
+def check_auth(headers: Mapping[str, str], body: bytes, key: str | None, allow_unsigned: bool = False) -> bool:
+    """The Bearer key and the timestamped signature (the key alone with ``allow_unsigned``).
+    Without a key, nothing passes."""
     if key is None:
-        return True
+        return False
     if not hmac.compare_digest(headers.get("authorization", "").encode(), f"Bearer {key}".encode()):
         return False
     header = headers.get(SIGNATURE_HEADER.lower())
     if header is None:
-        return not require_signature
+        return allow_unsigned
     parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
     try:
-        if abs(time.time() - int(parts.get("t", ""))) > WINDOW:
+        if abs(time.time() - int(parts.get("t", ""))) > REPLAY_WINDOW:
             return False
     except ValueError:
         return False
     expected = sign(key, body, int(parts["t"]))
     return hmac.compare_digest(expected.encode(), header.encode())
+
+
+def env_flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes")
 
 
 def auth_headers(key: str | None, body: bytes) -> dict[str, str]:
@@ -75,27 +89,33 @@ class RemoteBridge(Bridge):
 
     name = "remote"
 
-    def __init__(self, bridge_url: str, *, api_key: str | None = None, require_signature: bool = False) -> None:
+    def __init__(self, bridge_url: str, *, api_key: str | None = None, allow_unsigned: bool = False) -> None:
         super().__init__()
         self.bridge_url = bridge_url.rstrip("/")
         self.api_key = api_key or None
         protect(self.api_key)
-        self.require_signature = require_signature
+        self.allow_unsigned = allow_unsigned
 
     def __repr__(self) -> str:
         return f"RemoteBridge({self.bridge_url!r})"
 
     @classmethod
     def for_url(cls, bridge_url: str, environ: Mapping[str, str] | None = None) -> RemoteBridge:
-        """Key from ``POCKETPING_BRIDGE_API_KEY``; ``POCKETPING_BRIDGE_REQUIRE_SIGNATURE=1`` to require signatures."""
+        """Key from ``POCKETPING_BRIDGE_API_KEY``; ``POCKETPING_BRIDGE_ALLOW_UNSIGNED=1`` accepts
+        callbacks that carry the key without a signature (older bridge servers)."""
         import os
 
         env = os.environ if environ is None else environ
         return cls(
             bridge_url,
-            api_key=env.get("POCKETPING_BRIDGE_API_KEY") or None,
-            require_signature=env.get("POCKETPING_BRIDGE_REQUIRE_SIGNATURE", "") in ("1", "true", "yes"),
+            api_key=env.get(KEY_VARIABLE) or None,
+            allow_unsigned=env_flag(env, "POCKETPING_BRIDGE_ALLOW_UNSIGNED"),
         )
+
+    async def start(self, hub: Any) -> None:
+        await super().start(hub)
+        if self.api_key is None:
+            log.error("bridge_url: %s", NO_KEY, extra=self._log_extra(None))
 
     def routes(self) -> list[Route]:
         return [Route("/bridge/webhook", self.webhook, methods=["POST"])]
@@ -149,10 +169,13 @@ class RemoteBridge(Bridge):
     # -- operator events from the bridge server ---------------------------------------------
 
     async def webhook(self, request: Request) -> Response:
+        if self.api_key is None:
+            return JSONResponse({"error": "unauthorized", "detail": NO_KEY}, status_code=401)
         event = await self.verified_object(
             request,
-            lambda headers, body: check_auth(headers, body, self.api_key, self.require_signature),
-            JSONResponse({"error": "Unauthorized"}, status_code=401),
+            lambda headers, body: check_auth(headers, body, self.api_key, self.allow_unsigned),
+            JSONResponse({"error": "unauthorized", "detail": "bad key or signature"}, status_code=401),
+            json_only=True,
         )
         if isinstance(event, Response):
             return event

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -22,11 +21,11 @@ from starlette.responses import JSONResponse, Response
 from ..errors import BridgeError
 from ..models import Session
 from ..redaction import protect
-from .base import Bridge, TemporaryBridgeError, ThreadGone
+from .base import REPLAY_WINDOW, Bridge, TemporaryBridgeError, ThreadGone
+from .payloads import SlackEnvelope, SlackEvent, SlackMessage, read
 
 log = logging.getLogger("pocketping.bridges")
 
-REPLAY_WINDOW = 300
 _ACCEPTED_SUBTYPES = (None, "file_share", "thread_broadcast")
 
 
@@ -169,56 +168,52 @@ class SlackBridge(Bridge):
     async def webhook(self, request: Request) -> Response:
         if self.signing_secret is None:
             return JSONResponse({"ok": False, "error": "no signing_secret configured"}, status_code=403)
-        body = await request.body()
-        if not self.verify(request.headers, body):
-            log.warning("webhook rejected: bad or stale signature", extra=self._log_extra(None))
-            return JSONResponse({"ok": False, "error": "invalid signature"}, status_code=401)
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            return JSONResponse({"ok": False, "error": "invalid JSON"}, status_code=400)
-        if not isinstance(payload, dict):
-            return JSONResponse({"ok": False}, status_code=400)
-        if payload.get("type") == "url_verification":
-            return JSONResponse({"challenge": payload.get("challenge")})
-        event_id = payload.get("event_id")
-        if payload.get("type") != "event_callback" or not isinstance(event_id, str):
+        data = await self.verified_object(
+            request, self.verify, JSONResponse({"ok": False, "error": "invalid signature"}, status_code=401)
+        )
+        if isinstance(data, Response):
+            return data
+        payload = read(SlackEnvelope, data, bridge=self.name, what="Slack request")
+        if payload is None:
+            return JSONResponse({"ok": True})  # acknowledged, or Slack would send it again
+        if payload.type == "url_verification":
+            return JSONResponse({"challenge": payload.challenge})
+        event_id = payload.event_id
+        if payload.type != "event_callback" or event_id is None or payload.event is None:
             return JSONResponse({"ok": True})
         if not await self.first_time(event_id):
             return JSONResponse({"ok": True})
         try:
-            await self.handle_event(payload.get("event") or {})
+            await self.handle_event(payload.event)
         except Exception:
             await self.forget_update(event_id)
             log.exception("event handling failed; Slack will redeliver it", extra=self._log_extra(None))
             return JSONResponse({"ok": False}, status_code=500)
         return JSONResponse({"ok": True})
 
-    def _is_own(self, event: Mapping[str, Any]) -> bool:
-        return bool(event.get("bot_id")) or (self.bot_user_id is not None and event.get("user") == self.bot_user_id)
+    def _is_own(self, event: SlackEvent | SlackMessage) -> bool:
+        return bool(event.bot_id) or (self.bot_user_id is not None and event.user == self.bot_user_id)
 
-    async def handle_event(self, event: Mapping[str, Any]) -> None:
-        if event.get("type") != "message" or event.get("channel") != self.channel_id:
+    async def handle_event(self, event: SlackEvent) -> None:
+        if event.type != "message" or event.channel != self.channel_id:
             return
-        subtype = event.get("subtype")
-        if subtype == "message_changed":
-            changed = event.get("message") or {}
-            if not self._is_own(changed) and changed.get("ts"):
-                await self.operator_edit(str(changed["ts"]), _unescape(str(changed.get("text") or "")))
+        if event.subtype == "message_changed":
+            changed = event.message
+            if changed is not None and not self._is_own(changed) and changed.ts:
+                await self.operator_edit(changed.ts, _unescape(changed.text or ""))
             return
-        if subtype == "message_deleted":
-            previous = event.get("previous_message") or {}
-            if event.get("deleted_ts") and not self._is_own(previous):
-                await self.operator_delete(str(event["deleted_ts"]))
+        if event.subtype == "message_deleted":
+            previous = event.previous_message
+            if event.deleted_ts and (previous is None or not self._is_own(previous)):
+                await self.operator_delete(event.deleted_ts)
             return
-        if subtype not in _ACCEPTED_SUBTYPES or self._is_own(event):
+        if event.subtype not in _ACCEPTED_SUBTYPES or self._is_own(event):
             return
-        thread_ts, ts = event.get("thread_ts"), event.get("ts")
+        thread_ts, ts = event.thread_ts, event.ts
         if not thread_ts or not ts or thread_ts == ts:
             return  # a top-level channel message, not a reply in a session's thread
-        session_id = await self.session_of(str(thread_ts))
+        session_id = await self.session_of(thread_ts)
         if session_id is None:
             return
-        user = str(event.get("user") or "")
-        author = await self.operator_name(user) if user else None
-        await self.operator_text(session_id, _unescape(str(event.get("text") or "")), str(ts), author)
+        author = await self.operator_name(event.user) if event.user else None
+        await self.operator_text(session_id, _unescape(event.text or ""), ts, author)

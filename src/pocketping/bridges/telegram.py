@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
-import json
 import logging
 from typing import Any
 
@@ -22,6 +21,7 @@ from ..errors import BridgeError
 from ..models import Session
 from ..redaction import protect
 from .base import Bridge, TemporaryBridgeError, ThreadGone, cancel
+from .payloads import TelegramMessage, TelegramUpdate, read
 
 log = logging.getLogger("pocketping.bridges")
 
@@ -55,6 +55,8 @@ class TelegramBridge(Bridge):
         self.bot_token = bot_token
         self.chat_id = chat_id
         self.webhook_secret = webhook_secret or None
+        #: The bot's @username (lower case), learnt from getMe when a command names a bot.
+        self.bot_username: str | None = None
         protect(bot_token, self.webhook_secret)
         self.api_base = api_base.rstrip("/")
         self._poller: asyncio.Task[None] | None = None
@@ -148,14 +150,16 @@ class TelegramBridge(Bridge):
     async def webhook(self, request: Request) -> Response:
         if self.webhook_secret is None:
             return JSONResponse({"ok": False, "error": "webhook not enabled (no webhook_secret)"}, status_code=403)
-        got = request.headers.get("x-telegram-bot-api-secret-token", "")
-        if not hmac.compare_digest(got.encode(), self.webhook_secret.encode()):
-            log.warning("webhook rejected: bad secret token", extra=self._log_extra(None))
-            return JSONResponse({"ok": False}, status_code=401)
-        try:
-            update = json.loads(await request.body())
-        except ValueError:
-            return JSONResponse({"ok": False, "error": "invalid JSON"}, status_code=400)
+        secret = self.webhook_secret
+        update = await self.verified_object(
+            request,
+            lambda headers, _body: hmac.compare_digest(
+                headers.get("x-telegram-bot-api-secret-token", "").encode(), secret.encode()
+            ),
+            JSONResponse({"ok": False}, status_code=401),
+        )
+        if isinstance(update, Response):
+            return update
         try:
             await self.handle_update(update)
         except Exception:
@@ -163,45 +167,61 @@ class TelegramBridge(Bridge):
             return JSONResponse({"ok": False}, status_code=500)
         return JSONResponse({"ok": True})
 
-    async def handle_update(self, update: Any) -> None:
-        if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+    async def handle_update(self, data: Any) -> None:
+        update = read(TelegramUpdate, data, bridge=self.name, what="Telegram update")
+        if update is None:
             return
-        uid = str(update["update_id"])
+        uid = str(update.update_id)
         if not await self.first_time(uid):
             return
         try:
-            if isinstance(update.get("message"), dict):
-                await self._on_message(update["message"], edited=False)
-            elif isinstance(update.get("edited_message"), dict):
-                await self._on_message(update["edited_message"], edited=True)
+            if update.message is not None:
+                await self._on_message(update.message, edited=False)
+            elif update.edited_message is not None:
+                await self._on_message(update.edited_message, edited=True)
         except Exception:
             await self.forget_update(uid)
             raise
 
-    async def _on_message(self, msg: dict[str, Any], *, edited: bool) -> None:
-        sender = msg.get("from") or {}
-        if str((msg.get("chat") or {}).get("id")) != str(self.chat_id) or sender.get("is_bot"):
+    async def _on_message(self, msg: TelegramMessage, *, edited: bool) -> None:
+        if str(msg.chat.id) != str(self.chat_id) or (msg.sender is not None and msg.sender.is_bot):
             return  # another chat, or a bot (our own posts never come back, other bots' do)
-        thread = msg.get("message_thread_id")
-        if not msg.get("is_topic_message") or thread is None:
+        thread = msg.message_thread_id
+        if not msg.is_topic_message or thread is None:
             return
         session_id = await self.session_of(str(thread))
         if session_id is None:
             return
-        text = msg.get("text") or msg.get("caption")
-        if not isinstance(text, str):
+        text = msg.text if msg.text is not None else msg.caption
+        if text is None:
             return  # service message (topic created, pinned, …) or media without caption
-        pid = str(msg["message_id"])
+        if not await self._addressed_to_us(text):
+            return  # a command for another bot in the group (/close@otherbot)
+        pid = str(msg.message_id)
         if edited:
             await self.operator_edit(pid, text)
             return
-        reply = msg.get("reply_to_message") or {}
         if text.split("@", 1)[0].strip().lower() == "/delete":
-            target = reply.get("message_id")
+            target = msg.reply_to_message.message_id if msg.reply_to_message is not None else None
             if target is not None and target != thread:
                 await self.operator_delete(str(target))
             return
-        await self.operator_text(session_id, text, pid, sender.get("first_name"))
+        await self.operator_text(session_id, text, pid, msg.sender.first_name if msg.sender else None)
+
+    async def _addressed_to_us(self, text: str) -> bool:
+        """False for a command naming another bot (``/close@otherbot``)."""
+        word = text.strip().split(None, 1)[0] if text.strip() else ""
+        if not word.startswith("/") or "@" not in word:
+            return True
+        target = word.split("@", 1)[1].lower()
+        if self.bot_username is None:
+            try:
+                me = await self.call("getMe")
+                self.bot_username = str(me.get("username") or "").lower() or None
+            except BridgeError as exc:
+                log.warning("getMe failed (%s): commands naming a bot are ignored", exc, extra=self._log_extra(None))
+                return False
+        return target == self.bot_username
 
     # -- long polling -----------------------------------------------------------------------
 

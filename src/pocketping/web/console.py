@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 from collections.abc import AsyncIterator
 from functools import cache
 from importlib.resources import files
@@ -31,7 +30,7 @@ from starlette.types import ASGIApp, Scope
 from ..errors import AuthError, InvalidInput, PocketPingError
 from ..models import Message, Session, iso
 from ..realtime.hub import ALL
-from .parsing import BadRequest, error_response, read_body
+from .parsing import BadRequest, error_response, load_object, read_body
 
 if TYPE_CHECKING:
     from ..core import PocketPing
@@ -116,12 +115,9 @@ def build_console_app(pp: PocketPing) -> ASGIApp:
     async def body(request: Request) -> dict[str, Any]:
         raw = await read_body(request.receive, request.headers.get("content-length"), 64 * 1024)
         try:
-            data = json.loads(raw or b"{}")
-        except ValueError:
-            raise InvalidInput("request body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise InvalidInput("request body must be a JSON object")
-        return data
+            return load_object(raw or b"{}")
+        except ValueError as exc:
+            raise InvalidInput(f"request body: {exc}") from None
 
     async def page(request: Request) -> Response:
         if not check(request):
@@ -167,8 +163,10 @@ def build_console_app(pp: PocketPing) -> ASGIApp:
 
     async def typing(request: Request) -> Response:
         authorised(request)
-        data = await body(request)
-        await pp.send_typing(request.path_params["sid"], bool(data.get("isTyping", True)))
+        is_typing = (await body(request)).get("isTyping", True)
+        if not isinstance(is_typing, bool):
+            raise InvalidInput("isTyping must be true or false")
+        await pp.send_typing(request.path_params["sid"], is_typing)
         return JSONResponse({"ok": True}, headers=CONSOLE_HEADERS)
 
     async def read(request: Request) -> Response:
@@ -223,6 +221,11 @@ def build_console_app(pp: PocketPing) -> ASGIApp:
         headers = {**CONSOLE_HEADERS, "X-Accel-Buffering": "no"}
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
+    async def slash(request: Request) -> Response:
+        # Relative, and without the query: the token stays out of the next URL (and of the
+        # logs and caches along the way), and the Host header chooses nothing.
+        return Response(status_code=307, headers={"Location": "../console", "Cache-Control": "no-store"})
+
     async def on_error(request: Request, exc: Exception) -> Response:
         response = await error_response(request, exc)
         if response.status_code == 401:
@@ -233,6 +236,7 @@ def build_console_app(pp: PocketPing) -> ASGIApp:
     api = PREFIX + "/api"
     routes = [
         Route(PREFIX, page, methods=["GET"]),
+        Route(PREFIX + "/", slash, methods=["GET"]),
         Route(PREFIX + "/console.js", console_js, methods=["GET"]),
         Route(PREFIX + "/console.css", console_css, methods=["GET"]),
         Route(api + "/sessions", sessions, methods=["GET"]),
@@ -245,7 +249,9 @@ def build_console_app(pp: PocketPing) -> ASGIApp:
         Route(api + "/presence", presence, methods=["POST"]),
         Route(api + "/stream", stream, methods=["GET"]),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         exception_handlers={PocketPingError: on_error, HTTPException: on_error, BadRequest: on_error},
     )
+    app.router.redirect_slashes = False  # its redirects are absolute, built from the Host header
+    return app

@@ -42,9 +42,12 @@ VERSION_HEADERS = (
 )
 
 
-#: Paths the client filters leave alone: platforms' webhooks, bridge callbacks, health checks
-#: and the static script.
-UNSCREENED = ("/webhooks/", "/bridge/", "/health", "/widget.js", "/openapi.json")
+#: Operator-side paths: platforms' webhooks and bridge callbacks. No browser page is meant to
+#: call them, so they get no CORS headers; they have their own authentication.
+OPERATOR_SIDE = ("/webhooks/", "/bridge/")
+#: Paths the client filters and rate limits leave alone: the operator side, health checks, the
+#: static script and the schema.
+UNSCREENED = (*OPERATOR_SIDE, "/health", "/widget.js", "/openapi.json")
 
 
 #: The request headers the front reads, scanned once per request.
@@ -144,6 +147,9 @@ class FastLane:
         path = route_path(scope)
         if path.startswith(CONSOLE) and (len(path) == len(CONSOLE) or path[len(CONSOLE)] == "/"):
             await self.console(scope, receive, send)
+            return
+        if path.startswith(OPERATOR_SIDE):
+            await self.cors.app(scope, receive, send)  # the routes, outside the CORS layer
             return
         hot = (kind == "http" and (path == "/connect" or path == "/message") and scope["method"] != "OPTIONS") or (
             kind == "websocket" and path == "/stream"

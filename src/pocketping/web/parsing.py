@@ -3,11 +3,11 @@ fast lane alike) turns an exception into ``{"error": <code>, "detail": ...}`` wi
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import from_json
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -100,6 +100,29 @@ async def discard_body(receive: Receive, more: bool = True) -> bool:
     return not more
 
 
+#: Largest body of an operator-side request: platform webhooks, bridge callbacks, the console API.
+OPERATOR_MAX_BODY = 1024 * 1024
+
+
+async def request_body(request: Request, *, limit: int = OPERATOR_MAX_BODY) -> bytes:
+    """The body of an operator-side request, up to ``limit`` bytes (:class:`BadRequest` 413
+    beyond)."""
+    return await read_body(request.receive, request.headers.get("content-length"), limit)
+
+
+def require_json(request: Request) -> None:
+    """:class:`BadRequest` 415 unless the request says ``Content-Type: application/json`` (a
+    foreign page can post ``text/plain`` from a visitor's browser without a preflight)."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise BadRequest(415, "unsupported_media_type", "send Content-Type: application/json")
+
+
+def bad_request(exc: BadRequest) -> JSONResponse:
+    """The answer to a :class:`BadRequest`."""
+    return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status, headers=error_headers(exc))
+
+
 def parse_body(body: bytes, model: type[M]) -> M:
     """Validate a JSON request body; :class:`BadRequest` (400/413) naming what is wrong."""
     if len(body) > MAX_BODY:
@@ -119,12 +142,13 @@ def parse_body(body: bytes, model: type[M]) -> M:
 
 
 def load_object(body: bytes) -> dict[str, Any]:
-    """A JSON object from a request body; ValueError (``invalid JSON``, ``expected an object``)
-    for anything else, however it is malformed (nesting too deep included)."""
+    """A JSON object from a request body; ValueError (``invalid JSON: ...``, ``expected an
+    object``) for anything else, however it is malformed: nesting over 200 levels, lone UTF-16
+    surrogates (which no database could store) and invalid UTF-8 included."""
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise ValueError("invalid JSON") from None
+        data = from_json(body)
+    except ValueError as exc:
+        raise ValueError(f"invalid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError("expected an object")
     return data
