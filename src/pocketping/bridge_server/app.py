@@ -103,6 +103,8 @@ def build_bridge_server(
         from ..storage.sqlite import SQLiteStorage
 
         storage = SQLiteStorage("pocketping-bridge.db")
+    if api_key is None:
+        log.error("bridge server: %s", NO_KEY, extra=NO_SESSION)
     platform = list(bridges)
     forwarders: list[Bridge] = [BackendForwarder(backend_url, api_key=api_key)] if backend_url else []
     pp = PocketPing(storage=storage, bridges=[*platform, *forwarders])
