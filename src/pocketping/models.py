@@ -59,13 +59,32 @@ def iso(dt: datetime) -> str:
     return dt.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
+#: The instants a timestamp may name: chat history starts in 1970 and ends before year 10000
+#: (so that every time zone, epoch milliseconds and ISO text can represent it).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+
+
 def parse_time(value: Any) -> datetime:
-    """A timezone-aware UTC datetime from a datetime, an ISO-8601 string or epoch milliseconds."""
+    """A timezone-aware UTC datetime from a datetime, an ISO-8601 string or epoch milliseconds;
+    ValueError for anything else, or outside 1970-01-01 .. 9999-12-30."""
+    try:
+        dt = _to_utc(value)
+    except (OverflowError, OSError):
+        raise ValueError(f"timestamp out of range (1970 to 9999): {value!r}") from None
+    if not EARLIEST <= dt <= LATEST:
+        raise ValueError(f"timestamp out of range (1970 to 9999): {value!r}")
+    return dt
+
+
+def _to_utc(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     if isinstance(value, bool):
         raise ValueError(f"not a timestamp: {value!r}")
     if isinstance(value, int | float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"not a timestamp: {value!r}")
         return from_ms(int(value))
     if isinstance(value, str):
         text = value.strip()

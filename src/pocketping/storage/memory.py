@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -45,6 +46,10 @@ def _copy_session(s: Session) -> Session:
     )
 
 
+def _stamp_of(change: tuple[int, Message]) -> int:
+    return change[0]
+
+
 class MemoryStorage(BaseStorage):
     """Keeps everything in dicts. Thread-safe; models are copied in and out."""
 
@@ -53,6 +58,8 @@ class MemoryStorage(BaseStorage):
         self._sessions: dict[str, Session] = {}
         self._by_visitor: dict[str, str] = {}
         self._messages: dict[str, list[Message]] = {}
+        #: Per session, (stamp, message) for each save and update, in stamp order.
+        self._changes: dict[str, list[tuple[int, Message]]] = {}
         self._index: dict[str, Message] = {}
         self._last_stamp: dict[str, int] = {}
         self._outbox: dict[int, dict[str, Any]] = {}
@@ -99,6 +106,7 @@ class MemoryStorage(BaseStorage):
             message.created_at = message.updated_at = stamp
             stored = _copy_message(message)
             self._messages.setdefault(session_id, []).append(stored)
+            self._changes.setdefault(session_id, []).append((self._last_stamp[session_id], stored))
             self._index[message.id] = stored
             session = self._sessions.get(session_id)
             if session is not None:
@@ -109,13 +117,18 @@ class MemoryStorage(BaseStorage):
         self, session_id: str, *, after: datetime | None = None, limit: int | None = None
     ) -> list[Message]:
         with self._lock:
-            messages = self._messages.get(session_id, [])
-            if after is not None:
-                found = [m for m in messages if (m.updated_at or m.created_at) > after]
-                found.sort(key=lambda m: m.updated_at or m.created_at)
-            else:
-                found = list(messages)
-            return [_copy_message(m) for m in found[:limit]]
+            if after is None:
+                return [_copy_message(m) for m in self._messages.get(session_id, [])[:limit]]
+            # Stamps only grow within a session, so the change log is in stamp order: find the
+            # first change after the cursor, then skip entries an update has superseded.
+            changes = self._changes.get(session_id, [])
+            found = []
+            for stamp, m in changes[bisect_right(changes, to_ms(after), key=_stamp_of) :]:
+                if to_ms(m.cursor) == stamp:
+                    found.append(_copy_message(m))
+                    if limit is not None and len(found) >= limit:
+                        break
+            return found
 
     async def get_message(self, session_id: str, message_id: str) -> Message | None:
         m = self._index.get(message_id)
@@ -127,6 +140,7 @@ class MemoryStorage(BaseStorage):
             if m is None or m.session_id != session_id:
                 return None
             apply_changes(m, changes, self._stamp(session_id))
+            self._changes[session_id].append((self._last_stamp[session_id], m))
             return _copy_message(m)
 
     # -- bridges: outbox and key-value map ---------------------------------------------------
@@ -224,6 +238,7 @@ class MemoryStorage(BaseStorage):
                 session = self._sessions.pop(sid, None)
                 if session is None:
                     continue
+                self._changes.pop(sid, None)
                 for m in self._messages.pop(sid, []):
                     self._index.pop(m.id, None)
                     deleted += 1

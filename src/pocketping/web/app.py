@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 
 from .. import __version__
 from ..errors import InvalidInput, PocketPingError
-from ..models import iso, parse_time
+from ..models import iso
 from ..protocol import (
     CsatRequest,
     EditMessageRequest,
@@ -29,7 +29,7 @@ from .console import build_console_app, widget_js
 from .cors import Cors
 from .fast import VERSION_HEADERS, FastLane
 from .openapi import openapi_document
-from .parsing import BadRequest, error_response, parse
+from .parsing import BadRequest, error_response, parse, parse_cursor
 from .stream import stream_http
 from .uploads import upload_routes
 
@@ -54,17 +54,11 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
 
     async def get_messages(request: Request) -> Response:
         sid = query_session_id(request)
-        after = request.query_params.get("after") or None
-        cursor = None
-        if after is not None:
-            try:
-                cursor = parse_time(after)
-            except ValueError:
-                raise InvalidInput(f"after must be an ISO-8601 timestamp, not {after!r}") from None
+        cursor = parse_cursor(request.query_params.get("after"))
         limit_text = request.query_params.get("limit")
         limit = 500
         if limit_text:
-            if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+            if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 1000:
                 raise InvalidInput("limit must be an integer between 1 and 1000")
             limit = int(limit_text)
         await chat.visitor_session(sid)
@@ -77,8 +71,14 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
             # messages, so messages read within READ_RACE_WINDOW before the cursor come back
             # too (the widget merges repeats by id).
             floor = cursor - READ_RACE_WINDOW
-            found = await chat.catch_up(sid, floor)
-            messages = [m for m in found if m.cursor > cursor or (m.read_at is not None and m.read_at > floor)]
+            messages = []
+            since = floor
+            while len(messages) <= limit:  # pages from the storage: a poll costs one page, not the history
+                page = await chat.catch_up(sid, since, limit + 1)
+                messages += [m for m in page if m.cursor > cursor or (m.read_at is not None and m.read_at > floor)]
+                if len(page) <= limit:
+                    break
+                since = page[-1].cursor
             messages = messages[: limit + 1]
         return JSONResponse({"messages": [m.to_wire() for m in messages[:limit]], "hasMore": len(messages) > limit})
 

@@ -4,6 +4,7 @@ fast lane alike) turns an exception into ``{"error": <code>, "detail": ...}`` wi
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -13,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Receive
 
-from ..errors import PocketPingError, RateLimited
+from ..errors import InvalidInput, PocketPingError, RateLimited
+from ..models import parse_time
 
 log = logging.getLogger("pocketping.web")
 
@@ -121,6 +123,17 @@ def require_json(request: Request) -> None:
 def bad_request(exc: BadRequest) -> JSONResponse:
     """The answer to a :class:`BadRequest`."""
     return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status, headers=error_headers(exc))
+
+
+def parse_cursor(value: str | None, name: str = "after") -> datetime | None:
+    """A change cursor from a query parameter or ``Last-Event-ID``; :class:`InvalidInput`
+    saying what is wrong with one we cannot use (not ISO-8601, out of range)."""
+    if not value:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise InvalidInput(f"{name}: {exc}") from None
 
 
 def parse_body(body: bytes, model: type[M]) -> M:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from ..errors import InvalidInput
 from ..models import Message, parse_time
 from ..protocol import WidgetEventData, WidgetFrame
 from ..realtime.hub import message_frame
+from .parsing import parse_cursor
 
 if TYPE_CHECKING:
     from ..core import PocketPing
@@ -44,13 +46,11 @@ SSE_HEADERS = {
 }
 
 
-def _cursor(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError:
-        raise InvalidInput(f"after must be an ISO-8601 timestamp, not {value!r}") from None
+#: Frames a widget may send per second on one WebSocket (it sends a custom event now and
+#: then); past it, frames are dropped, and a client that keeps it up is disconnected.
+FRAMES_PER_SECOND = 20
+#: Frames dropped within one second after which the stream is closed (1008).
+FRAMES_DROPPED_LIMIT = 200
 
 
 def stream_http(pp: PocketPing) -> Callable[[Request], Awaitable[Response]]:
@@ -64,7 +64,7 @@ def stream_http(pp: PocketPing) -> Callable[[Request], Awaitable[Response]]:
         sid = request.query_params.get("sessionId", "").strip()
         if not sid:
             raise InvalidInput("query parameter sessionId is required")
-        after = _cursor(request.query_params.get("after") or request.headers.get("last-event-id"))
+        after = parse_cursor(request.query_params.get("after") or request.headers.get("last-event-id"))
         await pp.chat.visitor_session(sid)
         sub = pp.hub.subscribe(sid)
         try:
@@ -102,7 +102,7 @@ def stream_ws(pp: PocketPing) -> Callable[[WebSocket], Awaitable[None]]:
     async def ws_endpoint(ws: WebSocket) -> None:
         sid = ws.query_params.get("sessionId", "").strip()
         try:
-            after = _cursor(ws.query_params.get("after"))
+            after = parse_cursor(ws.query_params.get("after"))
         except InvalidInput:
             await ws.close(code=1008, reason="invalid after")
             return
@@ -113,14 +113,29 @@ def stream_ws(pp: PocketPing) -> Callable[[WebSocket], Awaitable[None]]:
             return
         await ws.accept()
         sub = pp.hub.subscribe(sid)
-        sender = _WSSender(ws, sub)
+        sender = _WSSender(ws, sub, pp, asyncio.current_task())
+        budget = _FrameBudget()
         try:
             await sender.replay(pp, after)
             while True:
-                text = await ws.receive_text()
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if not budget.take():
+                    if budget.dropped > FRAMES_DROPPED_LIMIT:
+                        log.info("closed a stream of session %s: too many frames", sid, extra={"session_id": sid})
+                        await ws.close(code=1008, reason="too many frames")
+                        break
+                    continue
+                text = message.get("text")
+                if text is None:  # binary frames carry nothing the widget sends
+                    continue
                 await _on_widget_frame(pp, sid, text)
         except (WebSocketDisconnect, RuntimeError):
             pass
+        except asyncio.CancelledError:
+            if not sender.gave_up:
+                raise
         finally:
             pp.hub.unsubscribe(sub)
             sender.stop()
@@ -138,12 +153,15 @@ class _WSSender:
     holds the others back.
     """
 
-    __slots__ = ("ws", "sub", "task", "replaying")
+    __slots__ = ("ws", "sub", "pp", "owner", "task", "replaying", "gave_up")
 
-    def __init__(self, ws: WebSocket, sub: Subscriber) -> None:
-        self.ws, self.sub = ws, sub
+    def __init__(self, ws: WebSocket, sub: Subscriber, pp: PocketPing, owner: asyncio.Task[Any] | None) -> None:
+        self.ws, self.sub, self.pp, self.owner = ws, sub, pp, owner
         self.task: asyncio.Task[None] | None = None
         self.replaying = True
+        #: Whether this side ended the stream (a client too slow to read): the endpoint stops
+        #: waiting for frames and frees the stream at once.
+        self.gave_up = False
         sub.wake = self.wake
 
     def wake(self) -> None:
@@ -188,8 +206,17 @@ class _WSSender:
 
     async def _close(self) -> None:
         # The task stays set: nothing more is sent on this socket.
+        await self._give_up(1013 if self.sub.overflowed else 1001)
+
+    async def _give_up(self, code: int) -> None:
+        """Close the socket and end the endpoint now: a client that does not read would
+        otherwise hold its stream until its TCP connection dies."""
+        self.pp.hub.unsubscribe(self.sub)
         with contextlib.suppress(Exception):
-            await self.ws.close(code=1013 if self.sub.overflowed else 1001)
+            await asyncio.wait_for(self.ws.close(code=code), 1.0)
+        if code == 1013 and self.owner is not None and not self.owner.done():
+            self.gave_up = True
+            self.owner.cancel()
 
     async def _finish(self, send: Coroutine[Any, Any, None], pending: Any) -> None:
         queue, sub, ws = self.sub.queue, self.sub, self.ws
@@ -198,7 +225,7 @@ class _WSSender:
             while not queue.empty():
                 item = queue.get_nowait()
                 if item is None or sub.overflowed:
-                    await ws.close(code=1013 if sub.overflowed else 1001)
+                    await self._give_up(1013 if sub.overflowed else 1001)
                     return
                 await ws.send_text(item[0])
         except asyncio.CancelledError:
@@ -207,6 +234,28 @@ class _WSSender:
             log.debug("websocket sender for %s ended: %s", sub.channel, exc)
         finally:
             self.task = None
+
+
+class _FrameBudget:
+    """At most :data:`FRAMES_PER_SECOND` frames in each second; counts what it refuses in the
+    current second."""
+
+    __slots__ = ("second", "used", "dropped")
+
+    def __init__(self) -> None:
+        self.second = 0
+        self.used = 0
+        self.dropped = 0
+
+    def take(self) -> bool:
+        now = int(time.monotonic())
+        if now != self.second:
+            self.second, self.used, self.dropped = now, 0, 0
+        if self.used < FRAMES_PER_SECOND:
+            self.used += 1
+            return True
+        self.dropped += 1
+        return False
 
 
 class _Resume:
