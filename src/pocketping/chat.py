@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -28,6 +29,7 @@ from .files import attachment_from_meta
 from .hooks import HookRunner
 from .models import SENDERS, Attachment, Event, Message, Session, compact_json, iso, new_id, parse_time
 from .policy import Policy
+from .protocol import plain_object
 from .ratelimits import Limiter
 from .realtime.fanout import Fanout
 from .realtime.hub import ALL, Broker, Hub
@@ -108,7 +110,17 @@ class ChatService:
         #: Seconds after which operator typing dots clear by themselves.
         self.typing_ttl = TYPING_TTL
         self._typing_timers: dict[str, asyncio.TimerHandle] = {}
+        # One write order per session (and per visitor for first connects): a read-modify-write
+        # of a session row or message never interleaves with another on this process.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._visitor_typing_at: dict[str, float] = {}
+
+    def lock(self, key: str) -> asyncio.Lock:
+        """The lock that orders changes to ``key`` (a session id, or ``visitor:<id>``)."""
+        found = self._locks.get(key)
+        if found is None:
+            found = self._locks[key] = asyncio.Lock()
+        return found
 
     # -- fan-out ----------------------------------------------------------------------------
 
@@ -190,31 +202,41 @@ class ChatService:
         verified = False
         if identity:
             identity, verified = self.policy.check_identity(identity)
-        session = None
-        if session_id:
-            session = await self.storage.get_session(session_id)
-        if session is None:
-            session = await self.storage.find_session_by_visitor(visitor_id)
-        if session is not None:
-            _refuse_banned(session)
-            if _merge(session, metadata, identity, verified):
-                await self._save_session(session)
-            return Connection(session, False, await self.storage.get_messages(session.id))
-        await self.limiter.check_new_session(client_ip)
-        now = datetime.now(UTC)
-        session = Session(
-            id=new_id("sess"),
-            visitor_id=visitor_id,
-            created_at=now,
-            last_activity=now,
-            metadata=dict(metadata or {}),
-            identity=identity or None,
-        )
-        if identity:
-            session.data["identity_verified"] = verified
-        await self.storage.create_session(session)
+        async with self.lock(f"visitor:{visitor_id}"):  # simultaneous first connects make one session
+            session = None
+            if session_id:
+                session = await self.storage.get_session(session_id)
+            if session is None:
+                session = await self.storage.find_session_by_visitor(visitor_id)
+            if session is not None:
+                _refuse_banned(session)
+                if _merge(session.copy(), metadata, identity, verified):
+                    session = await self._update(session.id, lambda s: _merge(s, metadata, identity, verified))
+                return Connection(session, False, await self.storage.get_messages(session.id))
+            await self.limiter.check_new_session(client_ip)
+            now = datetime.now(UTC)
+            session = Session(
+                id=new_id("sess"),
+                visitor_id=visitor_id,
+                created_at=now,
+                last_activity=now,
+                metadata=dict(metadata or {}),
+                identity=identity or None,
+            )
+            if identity:
+                session.data["identity_verified"] = verified
+            await self.storage.create_session(session)
         await self._started(session)
         return Connection(session, True, [])
+
+    async def _update(self, session_id: str, change: Callable[[Session], object]) -> Session:
+        """Apply ``change`` to the stored session under its lock (re-read first, so that
+        simultaneous updates of different fields all land) and save it."""
+        async with self.lock(session_id):
+            session = await self.get_session(session_id)
+            change(session)
+            await self._save_session(session)
+            return session
 
     async def mirror_session(self, incoming: Session) -> Session:
         """Record a session another PocketPing created (the bridge server's copy, same id);
@@ -224,8 +246,10 @@ class ChatService:
             await self.storage.create_session(incoming)
             await self._started(incoming)
             return incoming
-        if _merge(session, incoming.metadata, incoming.identity, incoming.identity_verified):
-            await self._save_session(session)
+        if _merge(session.copy(), incoming.metadata, incoming.identity, incoming.identity_verified):
+            session = await self._update(
+                session.id, lambda s: _merge(s, incoming.metadata, incoming.identity, incoming.identity_verified)
+            )
         return session
 
     async def _started(self, session: Session) -> None:
@@ -239,11 +263,13 @@ class ChatService:
         if not isinstance(uid, str) or not uid.strip():
             raise InvalidInput("identity.id is required and must be a non-empty string")
         identity, verified = self.policy.check_identity(identity)
-        session = await self.visitor_session(session_id)
-        session.identity = identity
-        session.data["identity_verified"] = verified
-        await self.storage.update_session(session)
-        return session
+        await self.visitor_session(session_id)
+
+        def change(session: Session) -> None:
+            session.identity = identity
+            session.data["identity_verified"] = verified
+
+        return await self._update(session_id, change)
 
     async def save_prechat(self, session_id: str, data: dict[str, Any]) -> Session:
         """Store the pre-chat form's answers (an email or a phone number at least)."""
@@ -252,32 +278,35 @@ class ChatService:
             raise InvalidInput("give an email or a phone number")
         if email and ("@" not in email or email.startswith("@") or email.endswith("@")):
             raise InvalidInput("email is not a valid address")
-        session = await self.visitor_session(session_id)
-        session.data["prechat"] = data
-        await self.storage.update_session(session)
-        return session
+        await self.visitor_session(session_id)
+        return await self._update(session_id, lambda session: session.data.__setitem__("prechat", data))
 
     async def rate(self, session_id: str, score: int, comment: str | None = None) -> bool:
         """Store the visitor's satisfaction rating (once); False if it was already rated."""
-        session = await self.visitor_session(session_id)
-        if "csat" in session.data:
-            return False
         rating: dict[str, Any] = {"score": score}
         if comment and comment.strip():
             rating["comment"] = comment.strip()
-        session.data["csat"] = rating
-        await self.storage.update_session(session)
+        await self.visitor_session(session_id)
+        async with self.lock(session_id):
+            session = await self.visitor_session(session_id)
+            if "csat" in session.data:
+                return False
+            session.data["csat"] = rating
+            await self.storage.update_session(session)
         await self._widget_event(session, Event("csat", rating, session_id=session.id))
         return True
 
     async def close_session(self, session_id: str, *, source: str | None = None) -> Session:
         """Mark the session closed and announce it (event ``session_closed``); ``source``: the
         bridge the close came from, which is not told again."""
-        session = await self.get_session(session_id)
-        if session.status != "closed":
-            session.status = "closed"
-            session.closed_at = datetime.now(UTC)
-            await self.storage.update_session(session)
+        async with self.lock(session_id):
+            session = await self.get_session(session_id)
+            closing = session.status != "closed"
+            if closing:
+                session.status = "closed"
+                session.closed_at = datetime.now(UTC)
+                await self.storage.update_session(session)
+        if closing:
             for listener in self.listeners:
                 await listener.session_closed(session, skip=source)
         self._stop_typing(session_id)
@@ -286,12 +315,16 @@ class ChatService:
         return session
 
     async def reopen_session(self, session: Session) -> bool:
-        """Mark a closed session active again (a visitor wrote); False if it was not closed."""
-        if session.status != "closed":
-            return False
-        session.status = "active"
-        session.closed_at = None
-        await self._save_session(session)
+        """Mark a closed session active again (a visitor wrote); False if it was not closed.
+        The stored row is re-read, so the activity the new message gave it is kept."""
+        async with self.lock(session.id):
+            current = await self.find_session(session.id)
+            if current is None or current.status != "closed":
+                return False
+            current.status = "active"
+            current.closed_at = None
+            await self._save_session(current)
+        session.status, session.closed_at, session.last_activity = "active", None, current.last_activity
         return True
 
     async def visitor_session(self, session_id: str) -> Session:
@@ -311,13 +344,14 @@ class ChatService:
         return await self._set_banned(session_id, False)
 
     async def _set_banned(self, session_id: str, banned: bool) -> Session:
-        session = await self.get_session(session_id)
-        if session.banned != banned:
-            if banned:
-                session.data["banned"] = True
-            else:
-                session.data.pop("banned", None)
-            await self.storage.update_session(session)
+        async with self.lock(session_id):
+            session = await self.get_session(session_id)
+            if session.banned != banned:
+                if banned:
+                    session.data["banned"] = True
+                else:
+                    session.data.pop("banned", None)
+                await self.storage.update_session(session)
         if banned:
             self.hub.close_channel(session_id)
         return session
@@ -449,34 +483,37 @@ class ChatService:
     ) -> Message:
         """Change a message's text (``by_visitor``: only the visitor's own, not deleted)."""
         content = self.check_content(content)
-        message = await self._changeable(session_id, message_id, by_visitor, "edit")
-        if message.deleted_at is not None:
-            raise Forbidden("a deleted message cannot be edited")
-        updated = await self.storage.update_message(session_id, message_id, {"content": content, "edited_at": STAMP})
-        if updated is None:
-            raise MessageNotFound(message_id)
-        assert updated.edited_at is not None
-        data = {
-            "messageId": message_id,
-            "content": content,
-            "editedAt": iso(updated.edited_at),
-            "sessionId": session_id,
-        }
-        self.publish(session_id, "message_edited", data, iso(updated.cursor))
+        async with self.lock(session_id):  # an edit never lands after the delete it raced
+            message = await self._changeable(session_id, message_id, by_visitor, "edit")
+            if message.deleted_at is not None:
+                raise Forbidden("a deleted message cannot be edited")
+            changes = {"content": content, "edited_at": STAMP}
+            updated = await self.storage.update_message(session_id, message_id, changes)
+            if updated is None:
+                raise MessageNotFound(message_id)
+            assert updated.edited_at is not None
+            data = {
+                "messageId": message_id,
+                "content": content,
+                "editedAt": iso(updated.edited_at),
+                "sessionId": session_id,
+            }
+            self.publish(session_id, "message_edited", data, iso(updated.cursor))
         await self._changed(updated)
         return updated
 
     async def delete_message(self, session_id: str, message_id: str, *, by_visitor: bool = False) -> Message:
         """Soft-delete a message (``by_visitor``: only the visitor's own). Deleting twice is a no-op."""
-        message = await self._changeable(session_id, message_id, by_visitor, "delete")
-        if message.deleted_at is not None:
-            return message
-        updated = await self.storage.update_message(session_id, message_id, {"deleted_at": STAMP})
-        if updated is None:
-            raise MessageNotFound(message_id)
-        assert updated.deleted_at is not None
-        data = {"messageId": message_id, "deletedAt": iso(updated.deleted_at), "sessionId": session_id}
-        self.publish(session_id, "message_deleted", data, iso(updated.cursor))
+        async with self.lock(session_id):
+            message = await self._changeable(session_id, message_id, by_visitor, "delete")
+            if message.deleted_at is not None:
+                return message
+            updated = await self.storage.update_message(session_id, message_id, {"deleted_at": STAMP})
+            if updated is None:
+                raise MessageNotFound(message_id)
+            assert updated.deleted_at is not None
+            data = {"messageId": message_id, "deletedAt": iso(updated.deleted_at), "sessionId": session_id}
+            self.publish(session_id, "message_deleted", data, iso(updated.cursor))
         await self._changed(updated)
         return updated
 
@@ -613,7 +650,12 @@ def _merge(session: Session, metadata: dict[str, Any] | None, identity: dict[str
     """Fold a resume's metadata and identity into the session; True if anything changed."""
     changed = False
     if metadata and metadata != session.metadata:
-        session.metadata = {**session.metadata, **metadata}
+        merged = {**session.metadata, **metadata}
+        try:
+            plain_object(merged)
+        except ValueError as exc:
+            raise InvalidInput(f"metadata: the session's metadata would grow past its bounds ({exc})") from None
+        session.metadata = merged
         changed = True
     if identity and (identity != session.identity or verified != session.identity_verified):
         session.identity = identity

@@ -24,7 +24,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: One encoder for every compact JSON text we send (json.dumps builds a new one per call when
 #: given options, which costs more than encoding a small message).
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# allow_nan=False: NaN and Infinity are not JSON; nothing that emits them may leave.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def compact_json(obj: Any) -> str:
@@ -201,6 +202,20 @@ class Session(_MappingModel):
     def identity_verified(self) -> bool:
         """Whether the identity came with a valid ``userHash`` (see ``identity_secret``)."""
         return bool(self.data.get("identity_verified", False))
+
+    def copy(self) -> Session:
+        """A copy whose metadata, identity and data can change without touching this one."""
+        return Session(
+            self.id,
+            self.visitor_id,
+            self.created_at,
+            self.last_activity,
+            self.status,
+            self.closed_at,
+            dict(self.metadata),
+            dict(self.identity) if self.identity is not None else None,
+            dict(self.data),
+        )
 
     @property
     def banned(self) -> bool:

@@ -8,9 +8,46 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+
+#: Bounds of a free-form object a visitor sends (metadata, identity, event data).
+OBJECT_MAX_KEYS = 100
+OBJECT_MAX_BYTES = 32 * 1024
+OBJECT_MAX_DEPTH = 10
+
+
+def plain_object(value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` if it is plain, bounded JSON: finite numbers only (``NaN``, ``Infinity`` and
+    ``1e999`` are not JSON, and would break every reader of the session), at most
+    :data:`OBJECT_MAX_KEYS` keys, :data:`OBJECT_MAX_BYTES` bytes and :data:`OBJECT_MAX_DEPTH` levels."""
+    size = _measure(value, 0)
+    if len(value) > OBJECT_MAX_KEYS:
+        raise ValueError(f"at most {OBJECT_MAX_KEYS} keys")
+    if size > OBJECT_MAX_BYTES:
+        raise ValueError(f"at most {OBJECT_MAX_BYTES // 1024} KB")
+    return value
+
+
+def _measure(value: Any, depth: int) -> int:
+    """About the JSON size of ``value``; ValueError for non-finite numbers or deep nesting."""
+    if depth > OBJECT_MAX_DEPTH:
+        raise ValueError(f"nested more than {OBJECT_MAX_DEPTH} levels deep")
+    if isinstance(value, str):
+        return len(value) + 2
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("numbers must be finite (NaN and Infinity are not JSON)")
+        return 24
+    if isinstance(value, dict):
+        return 2 + sum(len(str(k)) + 3 + _measure(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return 2 + sum(1 + _measure(v, depth + 1) for v in value)
+    return 20  # int, bool, null
+
+
+PlainObject = Annotated[dict[str, Any], AfterValidator(plain_object)]
 
 
 class _In(BaseModel):
@@ -19,10 +56,11 @@ class _In(BaseModel):
 
 class ConnectRequest(_In):
     visitorId: Id
-    sessionId: Id | None = None
+    #: ``""`` means no session, like null.
+    sessionId: Annotated[str, StringConstraints(max_length=128, strip_whitespace=True)] | None = None
     inspectorToken: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    identity: dict[str, Any] | None = None
+    metadata: PlainObject = Field(default_factory=dict)
+    identity: PlainObject | None = None
 
 
 class SendMessageRequest(_In):
@@ -52,7 +90,7 @@ class ReadRequest(_In):
 
 class IdentifyRequest(_In):
     sessionId: Id
-    identity: dict[str, Any]
+    identity: PlainObject
 
 
 class PreChatRequest(_In):
@@ -76,7 +114,7 @@ class SessionOnlyRequest(_In):
 
 class WidgetEventData(_In):
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    data: dict[str, Any] | None = None
+    data: PlainObject | None = None
     timestamp: str | None = None
 
 

@@ -32,20 +32,6 @@ def _copy_message(m: Message) -> Message:
     )
 
 
-def _copy_session(s: Session) -> Session:
-    return Session(
-        s.id,
-        s.visitor_id,
-        s.created_at,
-        s.last_activity,
-        s.status,
-        s.closed_at,
-        dict(s.metadata),
-        dict(s.identity) if s.identity is not None else None,
-        dict(s.data),
-    )
-
-
 def _stamp_of(change: tuple[int, Message]) -> int:
     return change[0]
 
@@ -69,13 +55,13 @@ class MemoryStorage(BaseStorage):
 
     async def create_session(self, session: Session) -> None:
         with self._lock:
-            self._sessions[session.id] = _copy_session(session)
+            self._sessions[session.id] = session.copy()
             self._by_visitor[session.visitor_id] = session.id
             self._messages.setdefault(session.id, [])
 
     async def get_session(self, session_id: str) -> Session | None:
         s = self._sessions.get(session_id)
-        return _copy_session(s) if s is not None else None
+        return s.copy() if s is not None else None
 
     async def has_session(self, session_id: str) -> bool:
         return session_id in self._sessions
@@ -83,13 +69,13 @@ class MemoryStorage(BaseStorage):
     async def update_session(self, session: Session) -> None:
         with self._lock:
             if session.id in self._sessions:
-                self._sessions[session.id] = _copy_session(session)
+                self._sessions[session.id] = session.copy()
 
     async def list_sessions(self, *, limit: int | None = None, include_closed: bool = False) -> list[Session]:
         with self._lock:
             sessions = [s for s in self._sessions.values() if include_closed or s.is_active]
         sessions.sort(key=lambda s: s.last_activity or s.created_at, reverse=True)
-        return [_copy_session(s) for s in sessions[:limit]]
+        return [s.copy() for s in sessions[:limit]]
 
     async def find_session_by_visitor(self, visitor_id: str) -> Session | None:
         sid = self._by_visitor.get(visitor_id)
@@ -221,7 +207,7 @@ class MemoryStorage(BaseStorage):
 
     async def find_sessions_by_visitor(self, visitor_id: str) -> list[Session]:
         with self._lock:
-            found = [_copy_session(s) for s in self._sessions.values() if s.visitor_id == visitor_id]
+            found = [s.copy() for s in self._sessions.values() if s.visitor_id == visitor_id]
         return sorted(found, key=lambda s: s.created_at)
 
     async def list_inactive_sessions(self, before: datetime, *, limit: int) -> list[str]:

@@ -83,7 +83,7 @@ async def connect_call(pp: PocketPing, body: bytes, widget_version: str | None, 
     if ip:
         metadata["ip"] = ip
     session, _created, messages = await pp.chat.connect(
-        req.visitorId, req.sessionId, metadata, req.identity, client_ip=ip
+        req.visitorId, req.sessionId or None, metadata, req.identity, client_ip=ip
     )
     out: dict[str, Any] = {
         "sessionId": session.id,

@@ -146,8 +146,10 @@ def parse_body(body: bytes, model: type[M]) -> M:
         return model.model_validate_json(body)
     except ValidationError as exc:
         errs = exc.errors(include_url=False, include_input=False, include_context=False)
-        if any(e["type"] == "json_invalid" for e in errs):
-            raise BadRequest(400, "invalid_json", "request body is not valid JSON") from None
+        invalid = [e for e in errs if e["type"] == "json_invalid"]
+        if invalid:  # say what: "recursion limit exceeded", "number out of range", ...
+            what = str(invalid[0]["msg"]).removeprefix("Invalid JSON: ")
+            raise BadRequest(400, "invalid_json", f"request body is not valid JSON: {what}") from None
         if any(e["type"] == "model_type" and not e["loc"] for e in errs):
             raise BadRequest(400, "invalid_json", "request body must be a JSON object") from None
         detail = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in errs]
