@@ -37,6 +37,9 @@ log = logging.getLogger("pocketping")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: SSE streams a WSGI process serves at once unless ``max_sse_streams`` says otherwise.
+WSGI_SSE_STREAMS = 8
+
 #: ``PocketPing``'s default ``rate_limits``.
 DEFAULT_RATE_LIMITS = RateLimits()
 
@@ -75,6 +78,7 @@ class PocketPing:
         min_widget_version: str | None = None,
         latest_widget_version: str | None = None,
         sse_heartbeat: float = 15.0,
+        max_sse_streams: int | None = None,
         console_token: str | None = None,
         files: Any = None,
         bridges: Sequence[Any] | None = None,
@@ -89,6 +93,7 @@ class PocketPing:
         rate_limits: RateLimits | None = DEFAULT_RATE_LIMITS,
         retention_days: float | None = None,
         retention_interval: float = 3600.0,
+        public_url: str | None = None,
     ) -> None:
         if bridge_url is not None:
             parts = urlsplit(bridge_url)
@@ -97,6 +102,16 @@ class PocketPing:
                     f"bridge_url must be an http(s) URL such as http://localhost:3001, not {bridge_url!r}"
                 )
             bridge_url = bridge_url.rstrip("/")
+        if public_url is not None:
+            parts = urlsplit(public_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise InvalidInput(
+                    f"public_url must be the mount's absolute URL, such as https://www.example.com/pocketping, "
+                    f"not {public_url!r}"
+                )
+            public_url = public_url.rstrip("/")
+        #: The mount's public URL (attachment links operators see), or None: links are paths.
+        self.public_url = public_url
         if storage is None:
             from .storage.sqlite import SQLiteStorage
 
@@ -117,6 +132,14 @@ class PocketPing:
         self.min_widget_version = min_widget_version
         self.latest_widget_version = latest_widget_version
         self.sse_heartbeat = sse_heartbeat
+        if max_sse_streams is not None and (not isinstance(max_sse_streams, int) or max_sse_streams < 0):
+            raise InvalidInput("max_sse_streams must be a number of streams (0 or more) or None")
+        #: SSE streams this process serves at once (None: no cap; under WSGI, where each holds
+        #: a worker thread, :data:`WSGI_SSE_STREAMS` unless set). Past it, ``/stream`` answers
+        #: 503 and the widget polls instead.
+        self.max_sse_streams = max_sse_streams
+        #: Whether a WSGI server serves this app (``wsgi_app`` / ``wrap_wsgi`` was used).
+        self.served_by_wsgi = False
         self.console_token = console_token
         protect(console_token, identity_secret)
         if rate_limits is not None and not isinstance(rate_limits, RateLimits):
@@ -283,9 +306,14 @@ class PocketPing:
 
     @cached_property
     def wsgi_app(self) -> Any:
-        """The same endpoints for WSGI servers (HTTP, SSE and polling; no WebSocket)."""
+        """The same endpoints for WSGI servers (HTTP, SSE and polling; no WebSocket). Each SSE
+        stream holds a worker thread: at most ``max_sse_streams`` (default
+        :data:`WSGI_SSE_STREAMS`; keep it below the threads per worker) are served at once."""
         from a2wsgi import ASGIMiddleware
 
+        if self.max_sse_streams is None:
+            self.max_sse_streams = WSGI_SSE_STREAMS
+        self.served_by_wsgi = True
         return ASGIMiddleware(self.asgi_app)  # type: ignore[arg-type]
 
     def wrap(self, app: ASGIApp, path: str = "/pocketping") -> ASGIApp:

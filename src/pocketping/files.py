@@ -18,7 +18,7 @@ from typing import Any
 import anyio.to_thread
 
 from .errors import InvalidInput
-from .models import Attachment, new_id
+from .models import Attachment, new_id, now_ms
 
 _ID = re.compile(r"^att_[A-Za-z0-9_-]{8,40}$")
 ALLOWED_TYPES = re.compile(
@@ -30,14 +30,32 @@ ALLOWED_TYPES = re.compile(
 INLINE_TYPES = re.compile(r"^(image/(png|jpeg|gif|webp|avif|bmp)|audio/[\w.+-]+|video/[\w.+-]+|application/pdf)$")
 
 
+#: How long an upload may stay unfinished (``POST /upload`` to ``/upload/complete``).
+UPLOAD_TTL_MS = 15 * 60 * 1000
+
+
 class LocalFileStore:
     """Attachments in a directory. Replace it with any object that has these methods
     (``create``, ``meta``, ``write``, ``complete``, ``path``; ``delete_sessions`` for
-    ``forget`` and ``purge``) and ``max_size``."""
+    ``forget`` and ``purge``) and ``max_size``.
 
-    def __init__(self, directory: str | Path = "pocketping-uploads", *, max_size: int = 10 * 1024 * 1024) -> None:
+    An upload must be finished within 15 minutes (``expires_ms`` in its metadata); one session
+    may have at most ``max_pending`` unfinished uploads of ``max_pending_bytes`` in all.
+    Expired unfinished uploads are removed, files included.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path = "pocketping-uploads",
+        *,
+        max_size: int = 10 * 1024 * 1024,
+        max_pending: int = 5,
+        max_pending_bytes: int = 25 * 1024 * 1024,
+    ) -> None:
         self.directory = Path(directory)
         self.max_size = max_size
+        self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
 
     def _paths(self, attachment_id: str) -> tuple[Path, Path]:
         if not _ID.match(attachment_id):
@@ -57,9 +75,52 @@ class LocalFileStore:
             "mime_type": mime_type,
             "size": size,
             "status": "pending",
+            "expires_ms": now_ms() + UPLOAD_TTL_MS,
         }
-        await anyio.to_thread.run_sync(self._write_meta, meta)
+
+        def reserve() -> None:
+            slots, pending = self._unfinished(session_id)
+            if slots >= self.max_pending:
+                raise InvalidInput(f"at most {self.max_pending} uploads may be in progress; finish or wait")
+            if pending + size > self.max_pending_bytes:
+                raise InvalidInput(f"uploads in progress may hold at most {self.max_pending_bytes} bytes")
+            self._write_meta(meta)
+
+        await anyio.to_thread.run_sync(reserve)
         return meta
+
+    def _unfinished(self, session_id: str) -> tuple[int, int]:
+        """This session's unfinished uploads (count, bytes); removes every expired one seen."""
+        slots = pending = 0
+        now = now_ms()
+        for meta_path in self.directory.glob("att_*.json"):
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (FileNotFoundError, ValueError):
+                continue
+            if meta.get("status") == "ready":
+                continue
+            if meta.get("expires_ms", now + 1) <= now:
+                self._remove(meta_path)
+            elif meta.get("session_id") == session_id:
+                slots += 1
+                pending += int(meta.get("size") or 0)
+        return slots, pending
+
+    @staticmethod
+    def _remove(meta_path: Path) -> None:
+        for suffix in (".bin", ".part", ".tmp"):
+            meta_path.with_suffix(suffix).unlink(missing_ok=True)
+        meta_path.unlink(missing_ok=True)
+
+    def sweep(self) -> None:
+        """Remove expired unfinished uploads (``create`` does it as it goes)."""
+        self._unfinished("")
+
+    @staticmethod
+    def _check_fresh(meta: dict[str, Any]) -> None:
+        if meta.get("status") != "ready" and meta.get("expires_ms", now_ms() + 1) <= now_ms():
+            raise InvalidInput("this upload has expired; start it again")
 
     def _write_meta(self, meta: dict[str, Any]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -83,6 +144,7 @@ class LocalFileStore:
         meta = await self.meta(attachment_id)
         if meta is None:
             raise InvalidInput(f"no pending upload {attachment_id!r}")
+        self._check_fresh(meta)
         if meta["status"] != "pending":
             raise InvalidInput("this upload is already complete")
         if len(data) != meta["size"]:
@@ -104,6 +166,7 @@ class LocalFileStore:
         meta = await self.meta(attachment_id)
         if meta is None or meta["status"] == "pending":
             raise InvalidInput(f"attachment {attachment_id!r} has not been uploaded")
+        self._check_fresh(meta)
         if meta["status"] != "ready" or (url is not None and meta.get("url") != url):
             meta["status"] = "ready"
             if url is not None:
@@ -127,9 +190,7 @@ class LocalFileStore:
                     continue
                 if meta.get("session_id") not in doomed:
                     continue
-                for suffix in (".bin", ".part", ".tmp"):
-                    meta_path.with_suffix(suffix).unlink(missing_ok=True)
-                meta_path.unlink(missing_ok=True)
+                self._remove(meta_path)
                 removed += 1
             return removed
 

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import InvalidInput, PocketPingError
@@ -31,7 +31,7 @@ from .fast import VERSION_HEADERS, FastLane
 from .openapi import openapi_document
 from .parsing import BadRequest, error_response, parse, parse_cursor
 from .stream import stream_http
-from .uploads import upload_routes
+from .uploads import for_visitor, origin_of, upload_routes
 
 if TYPE_CHECKING:
     from ..core import PocketPing
@@ -80,7 +80,10 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
                     break
                 since = page[-1].cursor
             messages = messages[: limit + 1]
-        return JSONResponse({"messages": [m.to_wire() for m in messages[:limit]], "hasMore": len(messages) > limit})
+        wire = for_visitor(
+            [m.to_wire() for m in messages[:limit]], origin_of(request.scope, request.headers.get("host"))
+        )
+        return JSONResponse({"messages": wire, "hasMore": len(messages) > limit})
 
     async def edit_message(request: Request) -> Response:
         req = await parse(request, EditMessageRequest)
@@ -185,4 +188,32 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
     )
     # One CORS layer for the fast lane and the routes; the console is dispatched before it:
     # only same-origin pages may read it.
-    return FastLane(pp, Cors(app, pp.allowed_origins, expose=VERSION_HEADERS), build_console_app(pp))
+    return FastLane(pp, Cors(Contained(app), pp.allowed_origins, expose=VERSION_HEADERS), build_console_app(pp))
+
+
+class Contained:
+    """Starlette answers an unexpected error with its 500 handler (JSON here) and then raises
+    it again for the server, which drops the keep-alive connection and the client's next
+    request on it. An error that was already answered stops here; it was logged by
+    :func:`~pocketping.web.parsing.error_of`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        answered = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.start":
+                answered = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            if not answered:
+                raise

@@ -25,6 +25,7 @@ from .console import route_path
 from .cors import Cors
 from .parsing import discard_body, error_headers, error_of, parse_body, read_body
 from .stream import stream_ws
+from .uploads import for_visitor, origin_of
 from .versions import version_headers
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ UNSCREENED = (*OPERATOR_SIDE, "/health", "/widget.js", "/openapi.json")
 
 #: The request headers the front reads, scanned once per request.
 WANTED = frozenset(
-    {b"origin", b"x-pocketping-version", b"content-length", b"x-forwarded-for", b"x-real-ip", b"user-agent"}
+    {b"origin", b"x-pocketping-version", b"content-length", b"x-forwarded-for", b"x-real-ip", b"user-agent", b"host"}
 )
 
 
@@ -73,7 +74,9 @@ def _origin(headers: dict[bytes, str]) -> bytes | None:
     return None if origin is None else origin.encode("latin-1")
 
 
-async def connect_call(pp: PocketPing, body: bytes, widget_version: str | None, ip: str | None) -> Result:
+async def connect_call(
+    pp: PocketPing, body: bytes, widget_version: str | None, ip: str | None, origin: str = ""
+) -> Result:
     req = parse_body(body, ConnectRequest)
     headers, status, text = version_headers(widget_version, pp.min_widget_version, pp.latest_widget_version)
     if status == "unsupported":
@@ -90,7 +93,7 @@ async def connect_call(pp: PocketPing, body: bytes, widget_version: str | None, 
         "visitorId": req.visitorId,
         "operatorOnline": pp.operator_online,
         "operatorReachable": True,
-        "messages": [m.to_wire() for m in messages],
+        "messages": for_visitor([m.to_wire() for m in messages], origin),
     }
     if pp.welcome_message:
         out["welcomeMessage"] = pp.welcome_message
@@ -111,12 +114,13 @@ async def connect_call(pp: PocketPing, body: bytes, widget_version: str | None, 
     return 200, out, headers
 
 
-async def message_call(pp: PocketPing, body: bytes) -> Result:
+async def message_call(pp: PocketPing, body: bytes, origin: str = "") -> Result:
     req = parse_body(body, SendMessageRequest)
     message = await pp.chat.visitor_message(req.sessionId, req.content, req.attachmentIds, req.replyTo)
     out: dict[str, Any] = {"messageId": message.id, "timestamp": iso(message.created_at)}
     if message.attachments:
         out["attachments"] = [a.to_wire() for a in message.attachments]
+        for_visitor([out], origin)
     return 200, out, {}
 
 
@@ -204,11 +208,13 @@ class FastLane:
     async def _answer(self, path: str, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, str]) -> None:
         try:
             body = await read_body(receive, headers.get(b"content-length"))
+            origin = origin_of(scope, headers.get(b"host"))
             if path == "/connect":
                 ip, _ = client_of(scope, headers, self.policy)
-                status, payload, extra = await connect_call(self.pp, body, headers.get(b"x-pocketping-version"), ip)
+                version = headers.get(b"x-pocketping-version")
+                status, payload, extra = await connect_call(self.pp, body, version, ip, origin)
             else:
-                status, payload, extra = await message_call(self.pp, body)
+                status, payload, extra = await message_call(self.pp, body, origin)
         except Exception as exc:
             status, payload = error_of(exc, f"POST {path}")
             extra = error_headers(exc)

@@ -66,8 +66,9 @@ async def read_body(receive: Receive, declared: str | None = None, limit: int = 
     connection stays in step under every server, and the answer asks to close it."""
     too_large = BadRequest(413, "body_too_large", f"request body over {limit} bytes", close=True)
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        await discard_body(receive)
-        raise too_large
+        if int(declared) <= DRAIN_LIMIT:  # small enough to read past: the connection stays usable
+            await discard_body(receive)
+        raise too_large  # else answered at once; the answer closes the connection
     chunks = []
     size = 0
     more = True

@@ -66,18 +66,32 @@ def stream_http(pp: PocketPing) -> Callable[[Request], Awaitable[Response]]:
             raise InvalidInput("query parameter sessionId is required")
         after = parse_cursor(request.query_params.get("after") or request.headers.get("last-event-id"))
         await pp.chat.visitor_session(sid)
+        if pp.max_sse_streams is not None and open_sse[0] >= pp.max_sse_streams:
+            # The widget takes any SSE error as "use polling", which holds no thread.
+            return JSONResponse(
+                {"error": "sse_unavailable", "detail": "no stream available here; poll /messages"},
+                status_code=503,
+                headers={"Retry-After": "30"},
+            )
         sub = pp.hub.subscribe(sid)
         try:
             missed = await pp.chat.catch_up(sid, after) if after else []
         except BaseException:
             pp.hub.unsubscribe(sub)
             raise
-        return StreamingResponse(_sse_body(pp, sub, missed), media_type="text/event-stream", headers=SSE_HEADERS)
+        return StreamingResponse(
+            _sse_body(pp, sub, missed, open_sse), media_type="text/event-stream", headers=SSE_HEADERS
+        )
 
+    open_sse = [0]  # SSE streams being served by this app
     return sse
 
 
-async def _sse_body(pp: PocketPing, sub: Subscriber, missed: list[Message]) -> AsyncIterator[str]:
+async def _sse_body(pp: PocketPing, sub: Subscriber, missed: list[Message], open_sse: list[int]) -> AsyncIterator[str]:
+    open_sse[0] += 1
+    # Under WSGI (a2wsgi) a client that leaves is never reported to the app: its last write
+    # just never completes. A stream whose writes stop completing is ended by a watchdog.
+    watchdog = _Watchdog(pp.sse_heartbeat * 3 + 2) if pp.served_by_wsgi else None
     try:
         yield "retry: 3000\n: connected\n\n"
         for m in missed:
@@ -86,6 +100,8 @@ async def _sse_body(pp: PocketPing, sub: Subscriber, missed: list[Message]) -> A
             yield f"id: {eid}\ndata: {text}\n\n"
         queue = sub.queue
         while True:
+            if watchdog is not None:
+                watchdog.progress()
             try:
                 item = await asyncio.wait_for(queue.get(), pp.sse_heartbeat)
             except TimeoutError:
@@ -95,7 +111,35 @@ async def _sse_body(pp: PocketPing, sub: Subscriber, missed: list[Message]) -> A
                 return
             yield f"id: {item[1]}\ndata: {item[0]}\n\n" if item[1] else f"data: {item[0]}\n\n"
     finally:
+        if watchdog is not None:
+            watchdog.stop()
+        open_sse[0] -= 1
         pp.hub.unsubscribe(sub)
+
+
+class _Watchdog:
+    """Cancels the task that runs it when :meth:`progress` has not been called for ``limit``
+    seconds (checked every ``limit / 3`` seconds)."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.owner = asyncio.current_task()
+        self.last = time.monotonic()
+        self.timer = asyncio.get_running_loop().call_later(limit / 3, self._check)
+
+    def progress(self) -> None:
+        self.last = time.monotonic()
+
+    def _check(self) -> None:
+        if time.monotonic() - self.last > self.limit:
+            log.debug("SSE stream stalled (client gone): ending it")
+            if self.owner is not None:
+                self.owner.cancel()
+            return
+        self.timer = asyncio.get_running_loop().call_later(self.limit / 3, self._check)
+
+    def stop(self) -> None:
+        self.timer.cancel()
 
 
 def stream_ws(pp: PocketPing) -> Callable[[WebSocket], Awaitable[None]]:
@@ -153,7 +197,7 @@ class _WSSender:
     holds the others back.
     """
 
-    __slots__ = ("ws", "sub", "pp", "owner", "task", "replaying", "gave_up")
+    __slots__ = ("ws", "sub", "pp", "owner", "task", "replaying", "gave_up", "closing")
 
     def __init__(self, ws: WebSocket, sub: Subscriber, pp: PocketPing, owner: asyncio.Task[Any] | None) -> None:
         self.ws, self.sub, self.pp, self.owner = ws, sub, pp, owner
@@ -162,16 +206,22 @@ class _WSSender:
         #: Whether this side ended the stream (a client too slow to read): the endpoint stops
         #: waiting for frames and frees the stream at once.
         self.gave_up = False
+        self.closing = False
         sub.wake = self.wake
 
     def wake(self) -> None:
-        if self.task is not None or self.replaying:
+        if self.closing or self.replaying:
             return
         queue, sub = self.sub.queue, self.sub
+        if sub.overflowed:  # even while a send is stuck on a client that does not read
+            self._end(1013)
+            return
+        if self.task is not None:
+            return
         while not queue.empty():
             item = queue.get_nowait()
             if item is None or sub.overflowed:
-                self.task = asyncio.get_running_loop().create_task(self._close())
+                self._end(1013 if sub.overflowed else 1001)
                 return
             send = self.ws.send_text(item[0])
             try:
@@ -183,6 +233,12 @@ class _WSSender:
                 return
             self.task = asyncio.get_running_loop().create_task(self._finish(send, pending))
             return
+
+    def _end(self, code: int) -> None:
+        self.closing = True
+        if self.task is not None:
+            self.task.cancel()
+        self.task = asyncio.get_running_loop().create_task(self._give_up(code))
 
     def stop(self) -> None:
         self.sub.wake = None
@@ -204,10 +260,6 @@ class _WSSender:
             self.replaying = False
         self.wake()
 
-    async def _close(self) -> None:
-        # The task stays set: nothing more is sent on this socket.
-        await self._give_up(1013 if self.sub.overflowed else 1001)
-
     async def _give_up(self, code: int) -> None:
         """Close the socket and end the endpoint now: a client that does not read would
         otherwise hold its stream until its TCP connection dies."""
@@ -225,6 +277,7 @@ class _WSSender:
             while not queue.empty():
                 item = queue.get_nowait()
                 if item is None or sub.overflowed:
+                    self.closing = True
                     await self._give_up(1013 if sub.overflowed else 1001)
                     return
                 await ws.send_text(item[0])
@@ -233,7 +286,8 @@ class _WSSender:
         except Exception as exc:  # the socket went away while writing
             log.debug("websocket sender for %s ended: %s", sub.channel, exc)
         finally:
-            self.task = None
+            if not self.closing:
+                self.task = None
 
 
 class _FrameBudget:

@@ -4,14 +4,15 @@ and ``GET /attachments/{id}`` to read them back."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Scope
 
 from ..files import INLINE_TYPES
-from ..models import iso
+from ..models import from_ms, iso
 from ..protocol import CompleteRequest, UploadRequest
 from .parsing import parse, read_body
 
@@ -22,16 +23,46 @@ UPLOAD_TTL = timedelta(minutes=15)
 
 
 def _base(request: Request) -> str:
-    """The mount's absolute URL (``http://host/pocketping``), whatever the host app's layout."""
+    """The mount's absolute URL as this request sees it (``http://host/pocketping``): for
+    answers to the requesting visitor only, since its host comes from the request."""
     root = request.scope.get("root_path", "").rstrip("/")
     return str(request.url.replace(path=root, query="", fragment="")).rstrip("/")
+
+
+def stored_url(pp: PocketPing, request: Request, attachment_id: str) -> str:
+    """The URL kept with an attachment, which operators see: from ``public_url``, or the
+    path under the mount; never from the request's Host header, which the visitor chooses."""
+    if pp.public_url:
+        return f"{pp.public_url}/attachments/{attachment_id}"
+    return f"{request.scope.get('root_path', '').rstrip('/')}/attachments/{attachment_id}"
+
+
+def origin_of(scope: Scope, host: str | None) -> str:
+    """``scheme://host`` of a request, for answers to that requester only."""
+    if not host:
+        server = scope.get("server")
+        host = f"{server[0]}:{server[1]}" if server else "localhost"
+    scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+    return f"{scheme}://{host}"
+
+
+def for_visitor(messages: list[dict[str, Any]], origin: str) -> list[dict[str, Any]]:
+    """Wire messages whose attachment links (stored as paths without ``public_url``) are made
+    absolute for the requesting visitor, whose widget may run on another origin."""
+    if not origin:
+        return messages
+    for m in messages:
+        for a in m.get("attachments", ()):
+            if a.get("url", "").startswith("/"):
+                a["url"] = origin + a["url"]
+    return messages
 
 
 def upload_routes(pp: PocketPing) -> list[Route]:
     async def start(request: Request) -> Response:
         req = await parse(request, UploadRequest)
         meta = await pp.chat.start_upload(req.sessionId, req.filename, req.mimeType, req.size)
-        expires = datetime.now(UTC) + UPLOAD_TTL
+        expires = from_ms(meta["expires_ms"]) if "expires_ms" in meta else datetime.now(UTC) + UPLOAD_TTL
         return JSONResponse(
             {
                 "attachmentId": meta["id"],
@@ -48,9 +79,12 @@ def upload_routes(pp: PocketPing) -> list[Route]:
 
     async def complete(request: Request) -> Response:
         req = await parse(request, CompleteRequest)
-        url = f"{_base(request)}/attachments/{req.attachmentId}"
+        url = stored_url(pp, request, req.attachmentId)
         attachment = await pp.chat.complete_upload(req.sessionId, req.attachmentId, url)
-        return JSONResponse(attachment.to_wire())
+        out = attachment.to_wire()
+        if not pp.public_url:  # the visitor's own widget may run on another origin
+            out["url"] = f"{_base(request)}/attachments/{req.attachmentId}"
+        return JSONResponse(out)
 
     async def download(request: Request) -> Response:
         attachment_id = request.path_params["attachment_id"]
