@@ -495,13 +495,38 @@ def test_a_500_keeps_the_connection_and_says_so_in_json(tmp_path: Path) -> None:
     try:
         with httpx.Client(base_url=server.url + "/pocketping", timeout=10) as http:
             sid = connect(http)["sessionId"]
-            pp.storage.get_messages = broken  # type: ignore[method-assign]
-            r = http.get("/messages", params={"sessionId": sid})
-            assert r.status_code == 500 and r.json()["error"] == "internal_error"
-            assert r.headers.get("connection") != "close"
-            assert http.get("/health").status_code == 200  # same keep-alive connection
+        pp.storage.get_messages = broken  # type: ignore[method-assign]
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        try:
+            get = "GET /pocketping/{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            sock.sendall(get.format(f"messages?sessionId={sid}").encode())
+            first = _response(sock)
+            assert first.startswith(b"HTTP/1.1 500") and b'"error":"internal_error"' in first
+            sock.sendall(get.format("health").encode())  # the same connection
+            assert _response(sock).startswith(b"HTTP/1.1 200")
+        finally:
+            sock.close()
     finally:
         server.stop()
+
+
+def _response(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 def test_invalid_json_says_what_is_wrong(site: tuple[PocketPing, httpx.Client]) -> None:
