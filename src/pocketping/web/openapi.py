@@ -189,7 +189,11 @@ def openapi_document() -> dict[str, Any]:
                 '`{"type": "message" | "typing" | "presence" | "read" | "message_edited" | '
                 '"message_deleted" | "event", "data": {...}}`',
                 None,
-                errors={**NOT_FOUND, "426": "this server cannot upgrade to WebSocket (WSGI)"},
+                errors={
+                    **NOT_FOUND,
+                    "426": "this server cannot upgrade to WebSocket (WSGI)",
+                    "503": "no SSE stream available on this process (max_sse_streams): poll /messages",
+                },
                 params=[SESSION, _query("after", description="ISO-8601 cursor (SSE also reads Last-Event-ID)")],
                 raw_answer={"content": {"text/event-stream": {"schema": {"type": "string"}}}},
             )
