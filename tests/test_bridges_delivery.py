@@ -190,3 +190,35 @@ def test_reply_from_one_bridge_is_shown_in_the_others(tg: FakeTelegram, serve: C
             v.close()
     finally:
         slack.stop()
+
+
+def test_a_message_stored_but_never_queued_is_relayed_after_a_restart(tg: FakeTelegram, tmp_path: Any) -> None:
+    """A process killed between storing a visitor message and queueing it for the bridges: the
+    next start finds the message and relays it, once, however often it restarts."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from pocketping import SQLiteStorage
+    from pocketping.models import Message, new_id
+
+    db = tmp_path / "pp.db"
+
+    async def stored_but_not_queued() -> str:
+        pp = PocketPing(storage=SQLiteStorage(db), rate_limits=None)
+        async with pp.lifespan():
+            session = (await pp.chat.connect("visitor-who-was-unlucky")).session
+            message = Message(new_id("msg"), session.id, "stored, never queued", "visitor", datetime.now(UTC))
+            await pp.storage.save_message(session.id, message)  # ... and then the process died
+        return session.id
+
+    sid = asyncio.run(stored_but_not_queued())
+    for _restart in range(2):
+        pp = make_pp(tg, storage=SQLiteStorage(db))
+        pp.sync.start()
+        try:
+            tg.wait_for(lambda: [t for t in texts(tg) if "stored, never queued" in t])
+            assert drained(pp)
+            assert key(pp, f"telegram:thread:{sid}") is not None
+        finally:
+            pp.sync.stop()
+    assert len([t for t in texts(tg) if "stored, never queued" in t]) == 1

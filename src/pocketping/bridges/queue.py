@@ -16,6 +16,7 @@ import contextlib
 import logging
 import random
 import time
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from starlette.routing import Route
@@ -30,6 +31,12 @@ if TYPE_CHECKING:
     from ..core import PocketPing
 
 log = logging.getLogger("pocketping.bridges")
+
+#: At start, messages of the last RECOVERY_WINDOW (in up to RECOVERY_SESSIONS sessions, the
+#: most recently active) are queued again, in case the previous process died between storing
+#: one and queueing it.
+RECOVERY_WINDOW = timedelta(minutes=15)
+RECOVERY_SESSIONS = 1000
 
 _CAPABILITY = ("outbox_add", "outbox_claim", "outbox_done", "outbox_retry", "outbox_next_due", "bridge_key_get")
 
@@ -65,6 +72,7 @@ class BridgeHub(ChatListener):
         self._store: BaseStorage | None = None
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[int] | None = None
         self._running: dict[asyncio.Task[None], dict[str, Any]] = {}
 
     @property
@@ -94,10 +102,36 @@ class BridgeHub(ChatListener):
         for b in self.bridges:
             await b.start(self)
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="pocketping-bridges")
+        self._recovery = asyncio.get_running_loop().create_task(self.recover(), name="pocketping-bridges-recover")
+
+    async def recover(self, window: timedelta = RECOVERY_WINDOW) -> int:
+        """Queue again every message of the last ``window``: a process stopped between storing
+        a message and queueing it (a crash, SIGKILL) would otherwise never relay it. Jobs that
+        already ran are skipped at delivery (their ``done`` key), so nothing is posted twice.
+        Returns how many messages were looked at."""
+        since = datetime.now(UTC) - window
+        seen = 0
+        try:
+            for session in await self.pp.chat.list_sessions(limit=RECOVERY_SESSIONS, include_closed=True):
+                if (session.last_activity or session.created_at) < since:
+                    break
+                for message in await self.pp.chat.catch_up(session.id, since):
+                    if message.deleted_at is not None or message.created_at < since:
+                        continue
+                    seen += 1
+                    if message.sender == "visitor":
+                        await self.visitor_message(session, message)
+                    else:
+                        await self.operator_message(message)
+        except Exception as exc:  # a storage without list_sessions, say: nothing to recover from
+            log.warning("bridge recovery skipped: %s", exc, extra={"session_id": None, "bridge": None})
+        return seen
 
     async def stop(self) -> None:
         worker, self._worker = self._worker, None
         await cancel(worker)
+        recovery, self._recovery = self._recovery, None
+        await cancel(recovery)
         if self._running:
             running = dict(self._running)
             _done, pending = await asyncio.wait(set(running), timeout=5)
