@@ -105,10 +105,11 @@ class BridgeHub(ChatListener):
         self._recovery = asyncio.get_running_loop().create_task(self.recover(), name="pocketping-bridges-recover")
 
     async def recover(self, window: timedelta = RECOVERY_WINDOW) -> int:
-        """Queue again every message of the last ``window``: a process stopped between storing
-        a message and queueing it (a crash, SIGKILL) would otherwise never relay it. Jobs that
-        already ran are skipped at delivery (their ``done`` key), so nothing is posted twice.
-        Returns how many messages were looked at."""
+        """Queue again every message of the last ``window`` that a bridge has not shown yet: a
+        process stopped between storing a message and queueing it (a crash, SIGKILL) would
+        otherwise never relay it. A job still queued may be queued twice; the second finds the
+        first's ``done`` key and is skipped, so nothing is posted twice. Returns how many
+        messages were looked at."""
         since = datetime.now(UTC) - window
         seen = 0
         try:
@@ -120,9 +121,9 @@ class BridgeHub(ChatListener):
                         continue
                     seen += 1
                     if message.sender == "visitor":
-                        await self.visitor_message(session, message)
+                        await self.visitor_message(session, message, missing=True)
                     else:
-                        await self.operator_message(message)
+                        await self.operator_message(message, missing=True)
         except Exception as exc:  # a storage without list_sessions, say: nothing to recover from
             log.warning("bridge recovery skipped: %s", exc, extra={"session_id": None, "bridge": None})
         return seen
@@ -153,11 +154,17 @@ class BridgeHub(ChatListener):
         await self.store.outbox_add(bridge, session_id, kind, key, payload)
         self._wake.set()
 
-    async def _fan_out(self, session_id: str, kind: str, key: str, payload: dict[str, Any], skip: Any = None) -> None:
+    async def _fan_out(
+        self, session_id: str, kind: str, key: str, payload: dict[str, Any], skip: Any = None, *, missing: bool = False
+    ) -> None:
+        """Queue the job for every bridge but ``skip``; with ``missing``, only for bridges
+        where it has not run yet (recovery)."""
         for b in self.bridges:
             if b.name == skip:
                 continue
             try:
+                if missing and await self.store.bridge_key_get(f"{b.name}:done:{key}") is not None:
+                    continue
                 await self.enqueue(b.name, session_id, kind, key, payload)
             except (StorageCapabilityError, Exception):
                 log.exception(
@@ -167,18 +174,21 @@ class BridgeHub(ChatListener):
     async def session_started(self, session: Session) -> None:
         await self._fan_out(session.id, "open", f"open:{session.id}", {})
 
-    async def visitor_message(self, session: Session, message: Message, reopened: bool = False) -> None:
+    async def visitor_message(
+        self, session: Session, message: Message, reopened: bool = False, *, missing: bool = False
+    ) -> None:
         payload: dict[str, Any] = {"message_id": message.id}
         if reopened:
             payload["reopened"] = True
-        await self._fan_out(session.id, "message", f"msg:{message.id}", payload)
+        await self._fan_out(session.id, "message", f"msg:{message.id}", payload, missing=missing)
 
-    async def operator_message(self, message: Message) -> None:
+    async def operator_message(self, message: Message, *, missing: bool = False) -> None:
         """Show operator messages sent elsewhere (code, console, another bridge) in each thread."""
         if message.sender == "visitor":
             return
         source = message.metadata.get("bridge")
-        await self._fan_out(message.session_id, "operator", f"msg:{message.id}", {"message_id": message.id}, source)
+        payload = {"message_id": message.id}
+        await self._fan_out(message.session_id, "operator", f"msg:{message.id}", payload, source, missing=missing)
 
     async def message_changed(self, message: Message) -> None:
         """Mirror an edit or a delete (from the widget, code or the console) to the threads."""
