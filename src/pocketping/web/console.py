@@ -119,6 +119,13 @@ def build_console_app(pp: PocketPing) -> ASGIApp:
         except ValueError as exc:
             raise InvalidInput(f"request body: {exc}") from None
 
+    async def flag(request: Request, name: str, default: bool | None = None) -> bool:
+        """The boolean ``name`` of the JSON body; :class:`InvalidInput` for anything else."""
+        value = (await body(request)).get(name, default)
+        if not isinstance(value, bool):
+            raise InvalidInput(f"{name} must be true or false")
+        return value
+
     async def page(request: Request) -> Response:
         if not check(request):
             return HTMLResponse(
@@ -163,10 +170,7 @@ def build_console_app(pp: PocketPing) -> ASGIApp:
 
     async def typing(request: Request) -> Response:
         authorised(request)
-        is_typing = (await body(request)).get("isTyping", True)
-        if not isinstance(is_typing, bool):
-            raise InvalidInput("isTyping must be true or false")
-        await pp.send_typing(request.path_params["sid"], is_typing)
+        await pp.send_typing(request.path_params["sid"], await flag(request, "isTyping", True))
         return JSONResponse({"ok": True}, headers=CONSOLE_HEADERS)
 
     async def read(request: Request) -> Response:
@@ -184,19 +188,14 @@ def build_console_app(pp: PocketPing) -> ASGIApp:
 
     async def ban(request: Request) -> Response:
         authorised(request)
-        banned = (await body(request)).get("banned", True)
-        if not isinstance(banned, bool):
-            raise InvalidInput("banned must be true or false")
+        banned = await flag(request, "banned", True)
         sid = request.path_params["sid"]
         session = await (pp.ban(sid) if banned else pp.unban(sid))
         return JSONResponse({"session": session.to_wire()}, headers=CONSOLE_HEADERS)
 
     async def presence(request: Request) -> Response:
         authorised(request)
-        online = (await body(request)).get("online")
-        if not isinstance(online, bool):
-            raise InvalidInput("online must be true or false")
-        await pp.set_operator_online(online)
+        await pp.set_operator_online(await flag(request, "online"))
         return JSONResponse({"online": pp.operator_online}, headers=CONSOLE_HEADERS)
 
     async def stream(request: Request) -> Response:
