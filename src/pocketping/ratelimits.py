@@ -31,6 +31,9 @@ RATE = re.compile(r"^\s*[1-9]\d*\s*/\s*(second|minute|hour)\s*$")
 
 #: Seconds between two warnings about a failing counter storage.
 WARN_EVERY = 60.0
+#: Seconds the limits are skipped after their storage failed, before it is tried again (so
+#: that an unreachable Redis does not hold every request for its timeout).
+RETRY_AFTER_FAILURE = 5.0
 
 
 def _rate(name: str, value: str | None) -> RateLimitItem | None:
@@ -116,6 +119,7 @@ class Limiter:
         self.namespace = namespace
         self._strategy: FixedWindowRateLimiter | None = None
         self._failed_at = -WARN_EVERY
+        self._skip_until = 0.0
         self._pool: Any = None
         self.shared = False
         if limits is None:
@@ -155,8 +159,11 @@ class Limiter:
 
     async def hit(self, item: RateLimitItem | None, kind: str, key: str, refusal: str) -> None:
         """Count one hit of ``key`` against ``item``. When the counter storage fails, the call
-        goes through (a chat that stays up beats a limit) and a warning is logged."""
+        goes through (a chat that stays up beats a limit), a warning is logged, and the limits
+        rest for :data:`RETRY_AFTER_FAILURE` seconds."""
         if item is None or self._strategy is None:
+            return
+        if self._skip_until and time.monotonic() < self._skip_until:
             return
         try:
             if await self._strategy.hit(item, self.namespace, kind, key):
@@ -164,6 +171,7 @@ class Limiter:
             stats = await self._strategy.get_window_stats(item, self.namespace, kind, key)
         except Exception as exc:
             now = time.monotonic()
+            self._skip_until = now + RETRY_AFTER_FAILURE
             if now - self._failed_at >= WARN_EVERY:
                 self._failed_at = now
                 log.warning("rate limits skipped: their counter storage failed (%s)", type(exc).__name__)
