@@ -411,9 +411,16 @@ class ChatService:
             reply_to=reply_to,
             attachments=attachments,
         )
-        message = await self.storage.save_message(session_id, message)
-        self.fanout.publish_message(message)
+        message = await self._store_and_publish(session_id, message)
         await self._visitor_message_stored(session, message)
+        return message
+
+    async def _store_and_publish(self, session_id: str, message: Message) -> Message:
+        """Store, then push, under the session's lock: streams get a session's changes in
+        stamp order, so a client that resumes after the last id it saw misses none."""
+        async with self.lock(session_id):
+            message = await self.storage.save_message(session_id, message)
+            self.fanout.publish_message(message)
         return message
 
     async def _visitor_message_stored(self, session: Session, message: Message) -> None:
@@ -447,9 +454,8 @@ class ChatService:
             reply_to=reply_to,
             metadata=dict(metadata or {}),
         )
-        message = await self.storage.save_message(session_id, message)
         self._stop_typing(session_id, announce=False)
-        self.fanout.publish_message(message)
+        message = await self._store_and_publish(session_id, message)
         for listener in self.listeners:
             await listener.operator_message(message)
         return message
@@ -460,8 +466,7 @@ class ChatService:
         if await self.storage.get_message(session.id, incoming.id) is not None:
             return None
         incoming.session_id = session.id
-        message = await self.storage.save_message(session.id, incoming)
-        self.fanout.publish_message(message)
+        message = await self._store_and_publish(session.id, incoming)
         if message.sender == "visitor":
             await self._visitor_message_stored(session, message)
         else:
@@ -543,25 +548,26 @@ class ChatService:
         await self.require_session(session_id)
         senders = VISITOR_READS if by_visitor else SENDERS
         field = "read_at" if status == "read" else "delivered_at"
-        changed: list[Message] = []
-        for mid in dict.fromkeys(message_ids):
-            message = await self.storage.get_message(session_id, mid)
-            if message is None or message.sender not in senders:
-                continue
-            if message.status == "read" or (status == "delivered" and message.status == "delivered"):
-                continue
-            updated = await self.storage.update_message(session_id, mid, {"status": status, field: STAMP})
-            if updated is not None:
-                changed.append(updated)
-        if changed:
-            at = getattr(changed[-1], field)
-            data: dict[str, Any] = {
-                "messageIds": [m.id for m in changed],
-                "status": status,
-                "sessionId": session_id,
-                ("readAt" if status == "read" else "deliveredAt"): iso(at),
-            }
-            self.publish(session_id, "read", data, iso(changed[-1].cursor))
+        async with self.lock(session_id):  # receipts reach streams in stamp order too
+            changed: list[Message] = []
+            for mid in dict.fromkeys(message_ids):
+                message = await self.storage.get_message(session_id, mid)
+                if message is None or message.sender not in senders:
+                    continue
+                if message.status == "read" or (status == "delivered" and message.status == "delivered"):
+                    continue
+                updated = await self.storage.update_message(session_id, mid, {"status": status, field: STAMP})
+                if updated is not None:
+                    changed.append(updated)
+            if changed:
+                at = getattr(changed[-1], field)
+                data: dict[str, Any] = {
+                    "messageIds": [m.id for m in changed],
+                    "status": status,
+                    "sessionId": session_id,
+                    ("readAt" if status == "read" else "deliveredAt"): iso(at),
+                }
+                self.publish(session_id, "read", data, iso(changed[-1].cursor))
         return changed
 
     # -- uploads ----------------------------------------------------------------------------

@@ -94,10 +94,13 @@ async def _sse_body(pp: PocketPing, sub: Subscriber, missed: list[Message], open
     watchdog = _Watchdog(pp.sse_heartbeat * 3 + 2) if pp.served_by_wsgi else None
     try:
         yield "retry: 3000\n: connected\n\n"
+        last = None
         for m in missed:
-            text, eid = message_frame(m)
-            sub.note(eid)  # a later broker resync skips it
-            yield f"id: {eid}\ndata: {text}\n\n"
+            text, last = message_frame(m)
+            sub.note(last)  # a later broker resync skips it
+            yield f"id: {last}\ndata: {text}\n\n"
+        if last is not None:
+            _drop_replayed(sub, last)
         queue = sub.queue
         while True:
             if watchdog is not None:
@@ -115,6 +118,19 @@ async def _sse_body(pp: PocketPing, sub: Subscriber, missed: list[Message], open
             watchdog.stop()
         open_sse[0] -= 1
         pp.hub.unsubscribe(sub)
+
+
+def _drop_replayed(sub: Subscriber, last: str) -> None:
+    """Drop the queued frames a catch-up already sent: the stream subscribed before reading
+    storage, so a change made in between is in both. Event ids are ISO stamps of one format,
+    so they compare as text."""
+    kept = []
+    while not sub.queue.empty():
+        item = sub.queue.get_nowait()
+        if item is None or item[1] is None or item[1] > last:
+            kept.append(item)
+    for item in kept:
+        sub.queue.put_nowait(item)
 
 
 class _Watchdog:
@@ -250,10 +266,13 @@ class _WSSender:
         try:
             since = after or datetime.now(UTC) - REPLAY_WINDOW
             missed = await pp.chat.catch_up(self.sub.channel, since, None if after else REPLAY_LIMIT)
+            last = None
             for m in missed:
-                text, eid = message_frame(m)
-                self.sub.note(eid)  # a later broker resync skips it
+                text, last = message_frame(m)
+                self.sub.note(last)  # a later broker resync skips it
                 await self.ws.send_text(text)
+            if last is not None:
+                _drop_replayed(self.sub, last)
         except Exception as exc:  # the socket went away: the receive loop will see it
             log.debug("websocket replay for %s ended: %s", self.sub.channel, exc)
         finally:
