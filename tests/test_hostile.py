@@ -541,3 +541,40 @@ def test_an_empty_session_id_on_connect_means_none(site: tuple[PocketPing, httpx
     _pp, http = site
     r = http.post("/connect", json={"visitorId": "fresh-visitor", "sessionId": ""})
     assert r.status_code == 200 and r.json()["sessionId"].startswith("sess_")
+
+
+def test_a_change_made_while_a_stream_catches_up_arrives_once(site: tuple[PocketPing, httpx.Client]) -> None:
+    """A stream subscribes, then reads what it missed: a message stored in between is both
+    queued live and in the catch-up, and must reach the client once (SSE and WebSocket)."""
+    pp, http = site
+    sid = connect(http)["sessionId"]
+    first = pp.sync.send_message(sid, "before", type="operator")
+    real = pp.chat.catch_up
+
+    async def racing(session_id: str, after: Any, limit: Any = None) -> Any:
+        await pp.chat.send_message(session_id, "raced", type="operator")  # lands between the two
+        return await real(session_id, after, limit)
+
+    pp.chat.catch_up = racing  # type: ignore[method-assign]
+    cursor = first.cursor.isoformat().replace("+00:00", "Z")
+    reader = SSEReader(f"{http.base_url}stream?sessionId={sid}", headers={"Last-Event-ID": cursor})
+    try:
+        got = [reader.next(timeout=5, type="message")["json"]["data"]["content"]]
+        pp.chat.catch_up = real  # type: ignore[method-assign]
+        pp.sync.send_message(sid, "after", type="operator")
+        while got[-1] != "after":
+            got.append(reader.next(timeout=5, type="message")["json"]["data"]["content"])
+    finally:
+        reader.close()
+    assert got == ["raced", "after"]
+
+    pp.chat.catch_up = racing  # type: ignore[method-assign]
+    with ws_client.connect(ws_url(http, sid, after=cursor), open_timeout=5) as ws:
+        frames = [json.loads(ws.recv(timeout=5))["data"]]
+        pp.chat.catch_up = real  # type: ignore[method-assign]
+        pp.sync.send_message(sid, "last", type="operator")
+        while frames[-1]["content"] != "last":
+            frames.append(json.loads(ws.recv(timeout=5))["data"])
+    ids = [f["id"] for f in frames]
+    assert len(ids) == len(set(ids))  # each message once
+    assert [f["content"] for f in frames] == ["raced", "after", "raced", "last"]  # the new "raced" too
