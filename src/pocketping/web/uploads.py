@@ -3,7 +3,6 @@ and ``GET /attachments/{id}`` to read them back."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -11,15 +10,13 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Scope
 
-from ..files import INLINE_TYPES
-from ..models import from_ms, iso
+from ..files import INLINE_TYPES, UPLOAD_TTL_MS
+from ..models import from_ms, iso, now_ms
 from ..protocol import CompleteRequest, UploadRequest
 from .parsing import parse, read_body
 
 if TYPE_CHECKING:
     from ..core import PocketPing
-
-UPLOAD_TTL = timedelta(minutes=15)
 
 
 def _base(request: Request) -> str:
@@ -62,7 +59,8 @@ def upload_routes(pp: PocketPing) -> list[Route]:
     async def start(request: Request) -> Response:
         req = await parse(request, UploadRequest)
         meta = await pp.chat.start_upload(req.sessionId, req.filename, req.mimeType, req.size)
-        expires = from_ms(meta["expires_ms"]) if "expires_ms" in meta else datetime.now(UTC) + UPLOAD_TTL
+        # A file store of your own may not say when an upload expires: the default then.
+        expires = from_ms(meta["expires_ms"]) if "expires_ms" in meta else from_ms(now_ms() + UPLOAD_TTL_MS)
         return JSONResponse(
             {
                 "attachmentId": meta["id"],
