@@ -211,7 +211,9 @@ class ChatService:
             if session is not None:
                 _refuse_banned(session)
                 if _merge(session.copy(), metadata, identity, verified):
-                    session = await self._update(session.id, lambda s: _merge(s, metadata, identity, verified))
+                    session = await self._update(
+                        session.id, lambda s: _merge(s, metadata, identity, verified), best_effort=True
+                    )
                 return Connection(session, False, await self.storage.get_messages(session.id))
             await self.limiter.check_new_session(client_ip)
             now = datetime.now(UTC)
@@ -229,13 +231,22 @@ class ChatService:
         await self._started(session)
         return Connection(session, True, [])
 
-    async def _update(self, session_id: str, change: Callable[[Session], object]) -> Session:
+    async def _update(
+        self,
+        session_id: str,
+        change: Callable[[Session], object],
+        *,
+        by_visitor: bool = False,
+        best_effort: bool = False,
+    ) -> Session:
         """Apply ``change`` to the stored session under its lock (re-read first, so that
-        simultaneous updates of different fields all land) and save it."""
+        simultaneous updates of different fields all land) and save it. ``by_visitor``: a
+        banned session is refused; ``best_effort``: a storage that cannot update sessions is
+        skipped (a resume's metadata) instead of refusing the call."""
         async with self.lock(session_id):
-            session = await self.get_session(session_id)
+            session = await (self.visitor_session(session_id) if by_visitor else self.get_session(session_id))
             change(session)
-            await self._save_session(session)
+            await (self._save_session(session) if best_effort else self.storage.update_session(session))
             return session
 
     async def mirror_session(self, incoming: Session) -> Session:
@@ -248,7 +259,9 @@ class ChatService:
             return incoming
         if _merge(session.copy(), incoming.metadata, incoming.identity, incoming.identity_verified):
             session = await self._update(
-                session.id, lambda s: _merge(s, incoming.metadata, incoming.identity, incoming.identity_verified)
+                session.id,
+                lambda s: _merge(s, incoming.metadata, incoming.identity, incoming.identity_verified),
+                best_effort=True,
             )
         return session
 
@@ -263,13 +276,12 @@ class ChatService:
         if not isinstance(uid, str) or not uid.strip():
             raise InvalidInput("identity.id is required and must be a non-empty string")
         identity, verified = self.policy.check_identity(identity)
-        await self.visitor_session(session_id)
 
         def change(session: Session) -> None:
             session.identity = identity
             session.data["identity_verified"] = verified
 
-        return await self._update(session_id, change)
+        return await self._update(session_id, change, by_visitor=True)
 
     async def save_prechat(self, session_id: str, data: dict[str, Any]) -> Session:
         """Store the pre-chat form's answers (an email or a phone number at least)."""
@@ -278,15 +290,15 @@ class ChatService:
             raise InvalidInput("give an email or a phone number")
         if email and ("@" not in email or email.startswith("@") or email.endswith("@")):
             raise InvalidInput("email is not a valid address")
-        await self.visitor_session(session_id)
-        return await self._update(session_id, lambda session: session.data.__setitem__("prechat", data))
+        return await self._update(
+            session_id, lambda session: session.data.__setitem__("prechat", data), by_visitor=True
+        )
 
     async def rate(self, session_id: str, score: int, comment: str | None = None) -> bool:
         """Store the visitor's satisfaction rating (once); False if it was already rated."""
         rating: dict[str, Any] = {"score": score}
         if comment and comment.strip():
             rating["comment"] = comment.strip()
-        await self.visitor_session(session_id)
         async with self.lock(session_id):
             session = await self.visitor_session(session_id)
             if "csat" in session.data:

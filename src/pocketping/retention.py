@@ -45,13 +45,13 @@ class Removed:
         return {"sessions": list(self.sessions), "messages": self.messages, "files": self.files}
 
 
-def require(chat: ChatService, needs: Sequence[str], what: str) -> None:
-    """:class:`StorageCapabilityError` naming the methods the storage (or the file store)
-    lacks for ``what``."""
+def require(chat: ChatService, needs: Sequence[str], what: str, *, erases_files: bool = True) -> None:
+    """:class:`StorageCapabilityError` naming the methods the storage lacks for ``what``, or
+    the file store's ``delete_sessions`` when ``what`` erases files."""
     missing = missing_methods(chat.storage, needs)
     if missing:
         raise StorageCapabilityError(chat.storage, missing, what)
-    if what != "export()" and not callable(getattr(chat.files, "delete_sessions", None)):
+    if erases_files and not callable(getattr(chat.files, "delete_sessions", None)):
         raise StorageCapabilityError(chat.files, "delete_sessions", what)
 
 
@@ -75,7 +75,7 @@ def _visitor(visitor_id: Any) -> str:
 async def export(chat: ChatService, visitor_id: str) -> dict[str, Any]:
     """Everything stored about the visitor: sessions (metadata, identity, pre-chat answers,
     rating…), their messages (deleted ones with their stored text) and attachment metadata."""
-    require(chat, EXPORT_NEEDS, "export()")
+    require(chat, EXPORT_NEEDS, "export()", erases_files=False)
     visitor_id = _visitor(visitor_id)
     sessions = []
     for session in await chat.storage.find_sessions_by_visitor(visitor_id):

@@ -14,17 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..errors import InvalidInput
 
-Text = str
-
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
 class WireSession(_Wire):
-    id: Text | None = Field(default=None, min_length=1, max_length=200)
-    sessionId: Text | None = Field(default=None, min_length=1, max_length=200)
-    visitorId: Text = Field(default="", max_length=200)
+    id: str | None = Field(default=None, min_length=1, max_length=200)
+    sessionId: str | None = Field(default=None, min_length=1, max_length=200)
+    visitorId: str = Field(default="", max_length=200)
     createdAt: datetime | None = None
     lastActivity: datetime | None = None
     closedAt: datetime | None = None
@@ -41,25 +39,25 @@ class WireSession(_Wire):
 
 
 class WireAttachment(_Wire):
-    id: Text = Field(min_length=1, max_length=200)
-    filename: Text = Field(default="file", max_length=500)
-    mimeType: Text | None = Field(default=None, max_length=200)
+    id: str = Field(min_length=1, max_length=200)
+    filename: str = Field(default="file", max_length=500)
+    mimeType: str | None = Field(default=None, max_length=200)
     size: int = Field(default=0, ge=0)
-    url: Text = Field(default="", max_length=4000)
-    thumbnailUrl: Text | None = Field(default=None, max_length=4000)
-    status: Text | None = Field(default=None, max_length=40)
+    url: str = Field(default="", max_length=4000)
+    thumbnailUrl: str | None = Field(default=None, max_length=4000)
+    status: str | None = Field(default=None, max_length=40)
 
 
 class WireMessage(_Wire):
-    id: Text = Field(min_length=1, max_length=200)
-    content: Text = ""
+    id: str = Field(min_length=1, max_length=200)
+    content: str = ""
     timestamp: datetime | None = None
     createdAt: datetime | None = None
     editedAt: datetime | None = None
     deletedAt: datetime | None = None
-    replyTo: Text | None = Field(default=None, max_length=200)
+    replyTo: str | None = Field(default=None, max_length=200)
     attachments: list[WireAttachment] = Field(default_factory=list, max_length=20)
-    operatorName: Text | None = Field(default=None, max_length=200)
+    operatorName: str | None = Field(default=None, max_length=200)
 
 
 def checked(model: type[_Wire], value: Any, where: str) -> dict[str, Any]:
