@@ -67,6 +67,28 @@ def tg() -> Iterator[Any]:
     fake.stop()
 
 
+@pytest.fixture
+def slack() -> Iterator[Any]:
+    """A fake Slack Web API and Events API on 127.0.0.1 (``tests/fakes/slack.py``)."""
+    from .fakes.slack import FakeSlack
+
+    fake = FakeSlack()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def dc() -> Iterator[Any]:
+    """A fake Discord REST API and Gateway on 127.0.0.1 (``tests/fakes/discord.py``)."""
+    from .fakes.discord import FakeDiscord
+
+    fake = FakeDiscord()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
 class LiveServer:
     """A uvicorn server in a thread, serving ``app`` on 127.0.0.1:<free port>."""
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -22,14 +21,6 @@ from .fakes.harness import Visitor, drained, fast, key, stored
 
 SIGNING_KEY = Ed25519PrivateKey.generate()
 PUBLIC_KEY = SIGNING_KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
-
-
-@pytest.fixture
-def dc() -> Iterator[FakeDiscord]:
-    fake = FakeDiscord()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def make_pp(dc: FakeDiscord, storage: Any = None, *, gateway_url: str | None = None) -> PocketPing:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,14 +19,6 @@ from . import services
 from .fakes.harness import Visitor, drained, key, stored
 from .fakes.telegram import FakeTelegram
 from .test_bridges_telegram import hook, make_pp, texts
-
-
-@pytest.fixture
-def fake_tg() -> Iterator[FakeTelegram]:
-    fake = FakeTelegram()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 async def _workers(dsn: str, n: int) -> list[PostgresStorage]:
@@ -166,10 +157,10 @@ async def test_a_database_from_before_the_outbox_gains_it_and_keeps_its_data() -
         await storage.close()
 
 
-def test_telegram_round_trip_and_a_restart_in_the_middle_of_a_retry(fake_tg: FakeTelegram, tmp_path: Path) -> None:
+def test_telegram_round_trip_and_a_restart_in_the_middle_of_a_retry(tg: FakeTelegram, tmp_path: Path) -> None:
     from .conftest import LiveServer, mounted
 
-    tg = fake_tg
+    tg = tg
     dsn = services.fresh_database()
     pp1 = make_pp(tg, storage=PostgresStorage(dsn))
     server = LiveServer(mounted(pp1)).start()

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from pocketping import MemoryStorage, PocketPing, SQLiteStorage
 from pocketping.bridges import SlackBridge
 
 from .fakes.harness import Visitor, drained, fast, key, stored
 from .fakes.slack import BOT_ID, CHANNEL, FakeSlack
-
-
-@pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    fake = FakeSlack()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def make_pp(slack: FakeSlack, storage: Any = None) -> PocketPing:

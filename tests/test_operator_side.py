@@ -263,14 +263,6 @@ def test_a_lone_surrogate_is_refused_as_invalid_json(tg: FakeTelegram, serve: Se
     assert r.status_code == 400 and "invalid JSON" in r.json()["error"]
 
 
-@pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    fake = FakeSlack()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
 @pytest.mark.parametrize(
     "payload",
     [
@@ -292,14 +284,6 @@ def test_malformed_slack_events_are_acknowledged_and_ignored(payload: Any, slack
         assert r.status_code == 400 and r.json()["error"] == "expected an object"
     else:
         assert r.status_code == 200 and r.json() == {"ok": True}
-
-
-@pytest.fixture
-def dc() -> Iterator[FakeDiscord]:
-    fake = FakeDiscord()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def test_malformed_and_stale_discord_interactions(dc: FakeDiscord, serve: Serve) -> None:
