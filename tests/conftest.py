@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -54,6 +57,22 @@ def wait_healthy(
         if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
             raise RuntimeError(f"{base} did not answer {path}")
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def gunicorn_serving(directory: Path, source: str, *, threads: int) -> Iterator[int]:
+    """gunicorn (gthread, ``threads`` threads) serving ``app`` of the module ``source`` on
+    127.0.0.1; yields its port, stops it by its PID."""
+    (directory / "served_app.py").write_text(source)
+    port = free_port()
+    cmd = [str(Path(sys.executable).parent / "gunicorn"), "-k", "gthread", "--threads", str(threads),
+           "-b", f"127.0.0.1:{port}", "--chdir", str(directory), "served_app:app"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=20)
+        yield port
+    finally:
+        services.stop_pid(proc)
 
 
 @pytest.fixture

@@ -5,11 +5,7 @@ gunicorn with ``wrap_wsgi`` for SSE): every finding of the adversarial review, o
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from pocketping import PocketPing, SQLiteStorage
 from pocketping.files import LocalFileStore
 
-from .conftest import LiveServer, SSEReader, connect, free_port, mounted, wait_healthy
+from .conftest import LiveServer, SSEReader, connect, gunicorn_serving, mounted
 
 Serve = Callable[[PocketPing], str]
 
@@ -432,21 +428,8 @@ app = pp.wrap_wsgi(site)
 
 @pytest.fixture
 def gunicorn(tmp_path: Path) -> Iterator[str]:
-    (tmp_path / "sse_app.py").write_text(WSGI_APP)
-    port = free_port()
-    cmd = [str(Path(sys.executable).parent / "gunicorn"), "-k", "gthread", "--threads", "8", "-b",
-           f"127.0.0.1:{port}", "--chdir", str(tmp_path), "sse_app:app"]  # fmt: skip
-    proc = subprocess.Popen(cmd, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=20)
+    with gunicorn_serving(tmp_path, WSGI_APP, threads=8) as port:
         yield f"http://127.0.0.1:{port}/pocketping"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def test_15_sse_streams_under_wsgi_are_capped_and_released(gunicorn: str) -> None:

@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +17,7 @@ import pytest
 
 from pocketping import MemoryStorage, PocketPing, RateLimits
 
-from .conftest import LiveServer, free_port, mounted, wait_healthy
+from .conftest import LiveServer, gunicorn_serving, mounted
 
 BIG = 1_100_000  # over the 256 KiB limit of the widget endpoints
 FITS = 200_000  # under it
@@ -129,36 +125,8 @@ def test_uvicorn_closes_after_an_oversized_body(path: str, chunked: bool) -> Non
 
 @pytest.fixture
 def gunicorn(tmp_path: Path) -> Iterator[int]:
-    (tmp_path / "hygiene_app.py").write_text(WSGI_APP)
-    port = free_port()
-    gunicorn = Path(sys.executable).parent / "gunicorn"
-    proc = subprocess.Popen(
-        [
-            str(gunicorn),
-            "-k",
-            "gthread",
-            "--threads",
-            "4",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--chdir",
-            str(tmp_path),
-            "hygiene_app:app",
-        ],
-        env={**os.environ},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=20)
+    with gunicorn_serving(tmp_path, WSGI_APP, threads=4) as port:
         yield port
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @pytest.mark.parametrize("path", ["/pocketping/message", "/pocketping/typing"])
