@@ -217,7 +217,7 @@ def test_a_redis_broker_shares_the_counts(serve: Serve, redis_url: str) -> None:
 def test_an_untrusted_proxy_is_named_once(caplog: pytest.LogCaptureFixture) -> None:
     policy = Policy()
     with caplog.at_level(logging.WARNING, logger="pocketping"):
-        assert policy.client_ip("127.0.0.1", "203.0.113.7", None) == "127.0.0.1"
-        assert policy.client_ip("127.0.0.1", "198.51.100.9", None) == "127.0.0.1"
+        assert policy.client_ip("127.0.0.1", "203.0.113.7") == "127.0.0.1"
+        assert policy.client_ip("127.0.0.1", "198.51.100.9") == "127.0.0.1"
     named = [r for r in caplog.records if "not in trusted_proxies" in r.getMessage()]
     assert len(named) == 1

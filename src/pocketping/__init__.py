@@ -8,11 +8,13 @@ app.mount("/pocketping", pp.asgi_app)
 
 __version__ = "0.1.0"
 
+from .bans import Ban  # noqa: E402
 from .bridges import DiscordBridge, SlackBridge, TelegramBridge  # noqa: E402
 from .bridges.base import Bridge  # noqa: E402
 from .chat import ChatListener, ChatService  # noqa: E402
 from .core import PocketPing  # noqa: E402
 from .errors import (  # noqa: E402
+    AttachmentNotFound,
     AuthError,
     BridgeError,
     Forbidden,
@@ -37,7 +39,9 @@ from .storage.postgres import PostgresStorage  # noqa: E402  (psycopg is importe
 
 __all__ = [
     "Attachment",
+    "AttachmentNotFound",
     "AuthError",
+    "Ban",
     "BaseStorage",
     "Bridge",
     "BridgeError",

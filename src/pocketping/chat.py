@@ -16,15 +16,26 @@ Policy that later applies to every entry point (limits, bans, identity checks) b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from . import retention
-from .errors import Forbidden, InvalidInput, MessageNotFound, SessionNotFound, StorageCapabilityError
+from .bans import Ban, BanBook
+from .bans import address_value as ban_address_value
+from .bans import user_value as ban_user_value
+from .errors import (
+    AttachmentNotFound,
+    Forbidden,
+    InvalidInput,
+    MessageNotFound,
+    SessionNotFound,
+    StorageCapabilityError,
+)
 from .files import attachment_from_meta
 from .hooks import HookRunner
 from .models import SENDERS, Attachment, Event, Message, Session, compact_json, iso, new_id, parse_time
@@ -74,6 +85,9 @@ class ChatListener:
     async def session_closed(self, session: Session, skip: str | None = None) -> None:
         pass
 
+    async def sessions_erased(self, session_ids: Sequence[str]) -> None:
+        """These sessions were erased (``forget``, ``purge``): drop all work about them."""
+
 
 class ChatService:
     """Conversations: sessions, messages, receipts, typing, presence, events.
@@ -99,6 +113,9 @@ class ChatService:
         self.storage = storage
         self.files = files
         self.policy = policy or Policy()
+        #: Bans by client address and by verified user id (``pp.ban_address``, ``pp.ban_user``).
+        self.bans = BanBook(storage)
+        self.policy.bans = self.bans
         #: The rate limits (:class:`~pocketping.RateLimits`); none unless given.
         self.limiter = limiter or Limiter(None)
         self.hooks = hooks or HookRunner()
@@ -113,7 +130,11 @@ class ChatService:
         # One write order per session (and per visitor for first connects): a read-modify-write
         # of a session row or message never interleaves with another on this process.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._visitor_typing_at: dict[str, float] = {}
+        # When each session's visitor last said it was typing, in two generations swapped every
+        # VISITOR_TYPING_INTERVAL: only sessions that typed lately are remembered.
+        self._typing_now: dict[str, float] = {}
+        self._typing_before: dict[str, float] = {}
+        self._typing_turned_at = time.monotonic()
 
     def lock(self, key: str) -> asyncio.Lock:
         """The lock that orders changes to ``key`` (a session id, or ``visitor:<id>``)."""
@@ -121,6 +142,26 @@ class ChatService:
         if found is None:
             found = self._locks[key] = asyncio.Lock()
         return found
+
+    @contextlib.asynccontextmanager
+    async def locked(self, sessions: Sequence[Session]) -> AsyncIterator[None]:
+        """Hold the locks of these sessions and of their visitors (visitors first, as
+        ``connect`` takes them), so no change to them on this process runs meanwhile."""
+        keys = sorted({f"visitor:{s.visitor_id}" for s in sessions}) + sorted({s.id for s in sessions})
+        async with contextlib.AsyncExitStack() as stack:
+            for key in keys:
+                await stack.enter_async_context(self.lock(key))
+            yield
+
+    def forget_sessions(self, session_ids: Iterable[str]) -> None:
+        """Drop what this process keeps in memory about erased sessions: streams, typing."""
+        for sid in session_ids:
+            self.hub.close_channel(sid)
+            self._typing_now.pop(sid, None)
+            self._typing_before.pop(sid, None)
+            timer = self._typing_timers.pop(sid, None)
+            if timer is not None:
+                timer.cancel()
 
     # -- fan-out ----------------------------------------------------------------------------
 
@@ -202,6 +243,7 @@ class ChatService:
         verified = False
         if identity:
             identity, verified = self.policy.check_identity(identity)
+            self._refuse_banned_user(identity, verified)
         async with self.lock(f"visitor:{visitor_id}"):  # simultaneous first connects make one session
             session = None
             if session_id:
@@ -209,7 +251,7 @@ class ChatService:
             if session is None:
                 session = await self.storage.find_session_by_visitor(visitor_id)
             if session is not None:
-                _refuse_banned(session)
+                self.refuse_banned(session)
                 if _merge(session.copy(), metadata, identity, verified):
                     session = await self._update(
                         session.id, lambda s: _merge(s, metadata, identity, verified), best_effort=True
@@ -276,6 +318,7 @@ class ChatService:
         if not isinstance(uid, str) or not uid.strip():
             raise InvalidInput("identity.id is required and must be a non-empty string")
         identity, verified = self.policy.check_identity(identity)
+        self._refuse_banned_user(identity, verified)
 
         def change(session: Session) -> None:
             session.identity = identity
@@ -339,21 +382,78 @@ class ChatService:
         session.status, session.closed_at, session.last_activity = "active", None, current.last_activity
         return True
 
+    def refuse_banned(self, session: Session) -> None:
+        """:class:`Forbidden` when the session is banned, or its verified user is."""
+        if session.banned:
+            raise Forbidden("this visitor has been blocked by the site's operators")
+        if session.identity_verified and self.bans.user_banned((session.identity or {}).get("id")):
+            raise Forbidden("this user has been blocked by the site's operators")
+
+    def _refuse_banned_user(self, identity: dict[str, Any] | None, verified: bool) -> None:
+        if verified and identity and self.bans.user_banned(identity.get("id")):
+            raise Forbidden("this user has been blocked by the site's operators")
+
     async def visitor_session(self, session_id: str) -> Session:
         """The session a visitor request is about: :class:`SessionNotFound`, or
         :class:`Forbidden` when it is banned."""
         session = await self.get_session(session_id)
-        _refuse_banned(session)
+        self.refuse_banned(session)
         return session
 
-    async def ban(self, session_id: str) -> Session:
-        """The session can no longer post and its visitor can no longer connect (stored: it
-        holds across processes and restarts). Its open streams end."""
+    async def ban(
+        self, session_id: str, *, address: bool = False, user: bool = False, reason: str | None = None
+    ) -> Session:
+        """The session can no longer post and its visitor can no longer resume it (stored: it
+        holds across processes and restarts); its open streams end. ``address``: also ban the
+        session's client address (an IPv6 client's whole prefix); ``user``: also ban its
+        verified user id (:class:`InvalidInput` when it has none)."""
+        session = await self.get_session(session_id)
+        extra = self._ban_targets(session, address, user)
+        for kind, value in extra:
+            await self.bans.add(kind, value, reason)
         return await self._set_banned(session_id, True)
 
-    async def unban(self, session_id: str) -> Session:
-        """Undo :meth:`ban`."""
+    async def unban(self, session_id: str, *, address: bool = False, user: bool = False) -> Session:
+        """Undo :meth:`ban` (with ``address`` / ``user``: those bans too)."""
+        session = await self.get_session(session_id)
+        for kind, value in self._ban_targets(session, address, user):
+            await self.bans.remove(kind, value)
         return await self._set_banned(session_id, False)
+
+    def _ban_targets(self, session: Session, address: bool, user: bool) -> list[tuple[str, str]]:
+        targets = []
+        if address:
+            key = self.policy.client_key(session.metadata.get("ip") if isinstance(session.metadata, dict) else None)
+            if not key:
+                raise InvalidInput("this session has no client address to ban")
+            targets.append(("address", ban_address_value(key)))
+        if user:
+            uid = (session.identity or {}).get("id")
+            if not session.identity_verified or not isinstance(uid, str) or not uid:
+                raise InvalidInput("this session has no verified user id to ban (see identity_secret)")
+            targets.append(("user", uid))
+        return targets
+
+    async def ban_address(self, address: str, *, reason: str | None = None) -> Ban:
+        """Refuse every widget request from ``address`` (an address or CIDR range), on every
+        process (within :data:`~pocketping.bans.REFRESH` seconds) and after restarts."""
+        return await self.bans.add("address", ban_address_value(address), reason)
+
+    async def unban_address(self, address: str) -> bool:
+        """Lift an address ban (the same address or range as banned); False if there was none."""
+        return await self.bans.remove("address", ban_address_value(address))
+
+    async def ban_user(self, user_id: str, *, reason: str | None = None) -> Ban:
+        """Refuse the verified user ``user_id`` (an identity your server signed) on every
+        session, now and later; identities that are not verified are not matched."""
+        return await self.bans.add("user", ban_user_value(user_id), reason)
+
+    async def unban_user(self, user_id: str) -> bool:
+        return await self.bans.remove("user", ban_user_value(user_id))
+
+    def list_bans(self) -> list[Ban]:
+        """The address and user bans in force (session bans are stored with each session)."""
+        return self.bans.list()
 
     async def _set_banned(self, session_id: str, banned: bool) -> Session:
         async with self.lock(session_id):
@@ -557,7 +657,7 @@ class ChatService:
         and push one receipt. Returns the messages that changed."""
         if status not in ("read", "delivered"):
             raise InvalidInput("status must be 'read' or 'delivered'")
-        await self.require_session(session_id)
+        await (self.visitor_session(session_id) if by_visitor else self.require_session(session_id))
         senders = VISITOR_READS if by_visitor else SENDERS
         field = "read_at" if status == "read" else "delivered_at"
         async with self.lock(session_id):  # receipts reach streams in stamp order too
@@ -588,15 +688,61 @@ class ChatService:
         """Reserve an attachment of the session; returns its metadata (``id`` among it)."""
         await self.visitor_session(session_id)
         meta: dict[str, Any] = await self.files.create(session_id, filename, mime_type.lower(), size)
+        await self._upload_still_allowed(session_id)
+        return meta
+
+    async def upload_session(self, attachment_id: str) -> str:
+        """The session an unfinished upload belongs to, if its visitor may still upload
+        (:class:`SessionNotFound`, :class:`Forbidden` when banned, :class:`InvalidInput` when
+        there is no such upload)."""
+        meta = await self.files.meta(attachment_id)
+        if meta is None:
+            raise InvalidInput(f"no pending upload {attachment_id!r}")
+        session_id = str(meta["session_id"])
+        await self.visitor_session(session_id)
+        return session_id
+
+    async def write_upload(self, attachment_id: str, data: bytes) -> dict[str, Any]:
+        """Store the bytes of an unfinished upload (``PUT /upload/{id}``)."""
+        session_id = await self.upload_session(attachment_id)
+        meta: dict[str, Any] = await self.files.write(attachment_id, data)
+        await self._upload_still_allowed(session_id)
         return meta
 
     async def complete_upload(self, session_id: str, attachment_id: str, url: str) -> Attachment:
         """Mark an uploaded attachment ready, reachable at ``url``."""
+        await self.visitor_session(session_id)
         meta = await self.files.meta(attachment_id)
         if meta is None or meta["session_id"] != session_id:
             raise InvalidInput(f"no upload {attachment_id!r} in this session")
         meta = await self.files.complete(attachment_id, url=url)
+        await self._upload_still_allowed(session_id)
         return attachment_from_meta(meta, url)
+
+    async def readable_attachment(self, attachment_id: str) -> dict[str, Any]:
+        """The metadata of a finished attachment that may be served (``GET
+        /attachments/{id}``): :class:`AttachmentNotFound` when there is none, or its session
+        is gone; :class:`Forbidden` when its session is banned."""
+        meta: dict[str, Any] | None = await self.files.meta(attachment_id)
+        if meta is None or meta.get("status") != "ready":
+            raise AttachmentNotFound(attachment_id)
+        session = await self.storage.get_session(str(meta["session_id"]))
+        if session is None:
+            raise AttachmentNotFound(attachment_id)
+        self.refuse_banned(session)
+        return meta
+
+    async def _upload_still_allowed(self, session_id: str) -> None:
+        """Checked again after each upload step has written: an erasure that ran meanwhile
+        (it deletes the rows, then the files) may have missed what this step wrote, so the
+        session's files are removed again and the step fails; a ban refuses it."""
+        session = await self.storage.get_session(session_id)
+        if session is None:
+            erase_files = getattr(self.files, "delete_sessions", None)
+            if erase_files is not None:
+                await erase_files([session_id])
+            raise SessionNotFound(session_id)
+        self.refuse_banned(session)
 
     # -- typing, presence, events -----------------------------------------------------------
 
@@ -604,9 +750,18 @@ class ChatService:
         """Tell operators the visitor is typing (at most every 2 s while it goes on)."""
         await self.visitor_session(session_id)
         now = time.monotonic()
-        if is_typing and now - self._visitor_typing_at.get(session_id, 0.0) < VISITOR_TYPING_INTERVAL:
+        if now - self._typing_turned_at >= VISITOR_TYPING_INTERVAL:
+            # Older entries are past the interval: forget them.
+            self._typing_before, self._typing_now = self._typing_now, {}
+            self._typing_turned_at = now
+        last = self._typing_now.get(session_id) or self._typing_before.get(session_id) or 0.0
+        if is_typing and now - last < VISITOR_TYPING_INTERVAL:
             return
-        self._visitor_typing_at[session_id] = now if is_typing else 0.0
+        if is_typing:
+            self._typing_now[session_id] = now
+        else:
+            self._typing_now.pop(session_id, None)
+            self._typing_before.pop(session_id, None)
         # Widgets ignore visitor typing; the console and bridges use it.
         self.publish(ALL, "typing", {"isTyping": is_typing, "sender": "visitor", "sessionId": session_id})
 
@@ -680,8 +835,3 @@ def _merge(session: Session, metadata: dict[str, Any] | None, identity: dict[str
         session.data["identity_verified"] = verified
         changed = True
     return changed
-
-
-def _refuse_banned(session: Session) -> None:
-    if session.banned:
-        raise Forbidden("this visitor has been blocked by the site's operators")

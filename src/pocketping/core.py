@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from .bans import Ban
 from .chat import ChatService
 from .errors import InvalidInput
 from .hooks import HookRunner
@@ -86,6 +87,8 @@ class PocketPing:
         hook_backlog: int = 20_000,
         hook_grace: float = 10.0,
         trusted_proxies: Sequence[str] = (),
+        client_ip_header: str = "X-Forwarded-For",
+        ipv6_prefix: int = 64,
         ip_filter: IpFilter | None = None,
         ua_filter: UaFilter | None = None,
         identity_secret: str | None = None,
@@ -152,6 +155,15 @@ class PocketPing:
             max_pending_per_session=min(1000, hook_backlog),
             grace=hook_grace,
         )
+        policy = Policy(
+            trusted_proxies=trusted_proxies,
+            client_ip_header=client_ip_header,
+            ipv6_prefix=ipv6_prefix,
+            ip_filter=ip_filter,
+            ua_filter=ua_filter,
+            identity_secret=identity_secret,
+            require_verified_identity=require_verified_identity,
+        )
         #: Every conversation operation; what the web app, console and bridges call.
         self.chat = ChatService(
             self.storage,
@@ -159,18 +171,13 @@ class PocketPing:
             hooks=self.hooks,
             hub=self.hub,
             broker=broker,
-            policy=Policy(
-                trusted_proxies=trusted_proxies,
-                ip_filter=ip_filter,
-                ua_filter=ua_filter,
-                identity_secret=identity_secret,
-                require_verified_identity=require_verified_identity,
-            ),
+            policy=policy,
             max_message_length=max_message_length,
             limiter=Limiter(
                 rate_limits,
                 redis_url=broker.url if isinstance(broker, RedisBroker) else None,
                 namespace=getattr(broker, "channel", "pocketping"),
+                client_key=policy.client_key,
             ),
         )
         #: Purges idle sessions for ``retention_days`` (None without it).
@@ -257,6 +264,8 @@ class PocketPing:
             if self.started:
                 return
             await self.storage.open()
+            await self.chat.bans.load()
+            self.chat.bans.start()
             if self.broker is not None:
                 await self.broker.start()
             if self.bridge_hub is not None:
@@ -275,6 +284,7 @@ class PocketPing:
         self.started = False
         if self.retention is not None:
             await self.retention.stop()
+        await self.chat.bans.stop()
         await self.hooks.stop()
         await self.chat.fanout.settle()
         self.chat.stop()
@@ -421,14 +431,40 @@ class PocketPing:
         """Mark messages ``read`` (or ``delivered``); pushes a ``read`` receipt."""
         return await self.chat.mark_read(session_id, message_ids, status)
 
-    async def ban(self, session_id: str) -> Session:
-        """Block the session's visitor: it can no longer post or connect (403), on every
-        process and after restarts (the flag is stored with the session)."""
-        return await self.chat.ban(session_id)
+    async def ban(
+        self, session_id: str, *, address: bool = False, user: bool = False, reason: str | None = None
+    ) -> Session:
+        """Block the session: it can no longer post, upload, read receipts or resume (403), on
+        every process and after restarts (the flag is stored with the session); its open
+        streams end. ``address=True`` also bans the session's client address (an IPv6
+        client's /64, see ``ipv6_prefix``), ``user=True`` its verified user id."""
+        return await self.chat.ban(session_id, address=address, user=user, reason=reason)
 
-    async def unban(self, session_id: str) -> Session:
-        """Undo :meth:`ban`."""
-        return await self.chat.unban(session_id)
+    async def unban(self, session_id: str, *, address: bool = False, user: bool = False) -> Session:
+        """Undo :meth:`ban` (with ``address`` / ``user``: those bans too)."""
+        return await self.chat.unban(session_id, address=address, user=user)
+
+    async def ban_address(self, address: str, *, reason: str | None = None) -> Ban:
+        """Refuse every widget request from an address or CIDR range (403), whatever visitor or
+        session it claims; on every process within 5 s, and after restarts."""
+        return await self.chat.ban_address(address, reason=reason)
+
+    async def unban_address(self, address: str) -> bool:
+        """Lift an address ban; False if there was none."""
+        return await self.chat.unban_address(address)
+
+    async def ban_user(self, user_id: str, *, reason: str | None = None) -> Ban:
+        """Refuse the verified user ``user_id`` (an identity signed with ``identity_secret``) on
+        every session and every new one."""
+        return await self.chat.ban_user(user_id, reason=reason)
+
+    async def unban_user(self, user_id: str) -> bool:
+        """Lift a user ban; False if there was none."""
+        return await self.chat.unban_user(user_id)
+
+    def list_bans(self) -> list[Ban]:
+        """The address and user bans in force."""
+        return self.chat.list_bans()
 
     # -- erasure and retention --------------------------------------------------------------
 

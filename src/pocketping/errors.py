@@ -45,6 +45,17 @@ class MessageNotFound(PocketPingError, LookupError):
         self.message_id = message_id
 
 
+class AttachmentNotFound(PocketPingError, LookupError):
+    """No finished attachment with this id (never uploaded, unfinished, or erased)."""
+
+    status_code = 404
+    code = "not_found"
+
+    def __init__(self, attachment_id: str) -> None:
+        super().__init__("no such attachment")
+        self.attachment_id = attachment_id
+
+
 class Forbidden(PocketPingError):
     status_code = 403
     code = "forbidden"

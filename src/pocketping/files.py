@@ -8,9 +8,13 @@ methods as :class:`LocalFileStore`.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
+import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,10 @@ INLINE_TYPES = re.compile(r"^(image/(png|jpeg|gif|webp|avif|bmp)|audio/[\w.+-]+|
 UPLOAD_TTL_MS = 15 * 60 * 1000
 
 
+#: Seconds between two sweeps of expired unfinished uploads (``create`` sweeps as it goes).
+SWEEP_INTERVAL = 30.0
+
+
 class LocalFileStore:
     """Attachments in a directory. Replace it with any object that has these methods
     (``create``, ``meta``, ``write``, ``complete``, ``path``; ``delete_sessions`` for
@@ -42,6 +50,11 @@ class LocalFileStore:
     An upload must be finished within 15 minutes (``expires_ms`` in its metadata); one session
     may have at most ``max_pending`` unfinished uploads of ``max_pending_bytes`` in all.
     Expired unfinished uploads are removed, files included.
+
+    Beside each attachment's file and JSON sidecar, an index (``.index/``) lists the
+    attachments of each session and the unfinished uploads in expiry order, so starting an
+    upload, the expiry sweep and erasure read only what they are about, however many files
+    are stored. A directory written before the index existed is indexed once, on first use.
     """
 
     def __init__(
@@ -56,11 +69,64 @@ class LocalFileStore:
         self.max_size = max_size
         self.max_pending = max_pending
         self.max_pending_bytes = max_pending_bytes
+        self._index = self.directory / ".index"
+        self._indexed = False
+        self._swept_at = 0.0
+        # Reservations of one process are checked and written one at a time, so two uploads
+        # started at once cannot both take the last slot.
+        self._reserving = threading.Lock()
 
     def _paths(self, attachment_id: str) -> tuple[Path, Path]:
         if not _ID.match(attachment_id):
             raise InvalidInput(f"not an attachment id: {attachment_id!r}")
         return self.directory / f"{attachment_id}.bin", self.directory / f"{attachment_id}.json"
+
+    # -- the index ----------------------------------------------------------------------------
+    #
+    # .index/sessions/<hash of the session id>/<attachment id>   one per attachment of the session
+    # .index/sessions/<hash>/<attachment id>.pending             while unfinished; holds its size
+    # .index/pending/<expires_ms, 13 digits>-<attachment id>     while unfinished, in expiry order
+
+    def _session_dir(self, session_id: str) -> Path:
+        digest = hashlib.sha256(str(session_id).encode()).hexdigest()[:32]
+        return self._index / "sessions" / digest
+
+    def _ensure_index(self) -> None:
+        if self._indexed:
+            return
+        built = self._index / "v1"
+        if not built.exists():
+            (self._index / "pending").mkdir(parents=True, exist_ok=True)
+            for meta_path in self.directory.glob("att_*.json"):
+                meta = _read_json(meta_path)
+                if meta is not None and isinstance(meta.get("session_id"), str):
+                    self._add_to_index(meta)
+            built.touch()
+        self._indexed = True
+
+    def _add_to_index(self, meta: dict[str, Any]) -> None:
+        folder = self._session_dir(meta["session_id"])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / meta["id"]).touch()
+        if meta.get("status") != "ready":
+            (folder / f"{meta['id']}.pending").write_text(str(int(meta.get("size") or 0)))
+            (self._index / "pending" / _pending_name(meta)).touch()
+
+    def _finished_in_index(self, meta: dict[str, Any]) -> None:
+        (self._session_dir(meta["session_id"]) / f"{meta['id']}.pending").unlink(missing_ok=True)
+        (self._index / "pending" / _pending_name(meta)).unlink(missing_ok=True)
+
+    def _remove(self, attachment_id: str, meta: dict[str, Any] | None) -> None:
+        """Remove an attachment's files, sidecar last, and its index entries."""
+        data_path, meta_path = self._paths(attachment_id)
+        for path in (data_path, meta_path.with_suffix(".part"), meta_path.with_suffix(".tmp")):
+            path.unlink(missing_ok=True)
+        meta_path.unlink(missing_ok=True)
+        if meta is not None and isinstance(meta.get("session_id"), str):
+            self._finished_in_index(meta)
+            (self._session_dir(meta["session_id"]) / attachment_id).unlink(missing_ok=True)
+
+    # -- uploads ------------------------------------------------------------------------------
 
     async def create(self, session_id: str, filename: str, mime_type: str, size: int) -> dict[str, Any]:
         if not ALLOWED_TYPES.match(mime_type):
@@ -79,43 +145,72 @@ class LocalFileStore:
         }
 
         def reserve() -> None:
-            slots, pending = self._unfinished(session_id)
-            if slots >= self.max_pending:
-                raise InvalidInput(f"at most {self.max_pending} uploads may be in progress; finish or wait")
-            if pending + size > self.max_pending_bytes:
-                raise InvalidInput(f"uploads in progress may hold at most {self.max_pending_bytes} bytes")
-            self._write_meta(meta)
+            with self._reserving:
+                self._ensure_index()
+                self._sweep_now_and_then()
+                slots, pending = self._unfinished(session_id)
+                if slots >= self.max_pending:
+                    raise InvalidInput(f"at most {self.max_pending} uploads may be in progress; finish or wait")
+                if pending + size > self.max_pending_bytes:
+                    raise InvalidInput(f"uploads in progress may hold at most {self.max_pending_bytes} bytes")
+                self._write_meta(meta)
+                self._add_to_index(meta)
 
         await anyio.to_thread.run_sync(reserve)
         return meta
 
     def _unfinished(self, session_id: str) -> tuple[int, int]:
-        """This session's unfinished uploads (count, bytes); removes every expired one seen."""
+        """This session's unfinished uploads that have not expired: (count, bytes); removes
+        the expired ones it sees."""
         slots = pending = 0
         now = now_ms()
-        for meta_path in self.directory.glob("att_*.json"):
-            try:
-                meta = json.loads(meta_path.read_text())
-            except (FileNotFoundError, ValueError):
+        try:
+            names = os.listdir(self._session_dir(session_id))
+        except FileNotFoundError:
+            return 0, 0
+        for name in names:
+            if not name.endswith(".pending"):
                 continue
-            if meta.get("status") == "ready":
+            attachment_id = name.removesuffix(".pending")
+            meta = _read_json(self._paths(attachment_id)[1])
+            if meta is None or meta.get("status") == "ready":
                 continue
             if meta.get("expires_ms", now + 1) <= now:
-                self._remove(meta_path)
-            elif meta.get("session_id") == session_id:
-                slots += 1
-                pending += int(meta.get("size") or 0)
+                self._remove(attachment_id, meta)  # its slot is free again, its files gone
+                continue
+            slots += 1
+            pending += int(meta.get("size") or 0)
         return slots, pending
 
-    @staticmethod
-    def _remove(meta_path: Path) -> None:
-        for suffix in (".bin", ".part", ".tmp"):
-            meta_path.with_suffix(suffix).unlink(missing_ok=True)
-        meta_path.unlink(missing_ok=True)
+    def _sweep_now_and_then(self) -> None:
+        if time.monotonic() - self._swept_at >= SWEEP_INTERVAL:
+            self._sweep()
 
-    def sweep(self) -> None:
-        """Remove expired unfinished uploads (``create`` does it as it goes)."""
-        self._unfinished("")
+    def _sweep(self) -> int:
+        """Remove expired unfinished uploads, oldest first: reads only the expired entries."""
+        self._swept_at = time.monotonic()
+        now = now_ms()
+        removed = 0
+        try:
+            names = sorted(os.listdir(self._index / "pending"))
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            expires, _, attachment_id = name.partition("-")
+            if not expires.isdigit() or int(expires) > now:
+                break
+            meta = _read_json(self._paths(attachment_id)[1]) if _ID.match(attachment_id) else None
+            if meta is not None and meta.get("status") != "ready":
+                self._remove(attachment_id, meta)
+                removed += 1
+            (self._index / "pending" / name).unlink(missing_ok=True)
+        return removed
+
+    def sweep(self) -> int:
+        """Remove expired unfinished uploads now (``create`` does it every 30 s); how many."""
+        with self._reserving:
+            self._ensure_index()
+            return self._sweep()
 
     @staticmethod
     def _check_fresh(meta: dict[str, Any]) -> None:
@@ -131,14 +226,7 @@ class LocalFileStore:
 
     async def meta(self, attachment_id: str) -> dict[str, Any] | None:
         _, meta_path = self._paths(attachment_id)
-
-        def read() -> dict[str, Any] | None:
-            try:
-                return dict(json.loads(meta_path.read_text()))
-            except FileNotFoundError:
-                return None
-
-        return await anyio.to_thread.run_sync(read)
+        return await anyio.to_thread.run_sync(_read_json, meta_path)
 
     async def write(self, attachment_id: str, data: bytes) -> dict[str, Any]:
         meta = await self.meta(attachment_id)
@@ -149,11 +237,14 @@ class LocalFileStore:
             raise InvalidInput("this upload is already complete")
         if len(data) != meta["size"]:
             raise InvalidInput(f"expected {meta['size']} bytes, got {len(data)}")
-        data_path, _ = self._paths(attachment_id)
+        data_path, meta_path = self._paths(attachment_id)
 
         def store() -> None:
             tmp = data_path.with_suffix(".part")
             tmp.write_bytes(data)
+            if not meta_path.exists():  # erased meanwhile: keep nothing
+                tmp.unlink(missing_ok=True)
+                raise InvalidInput(f"no pending upload {attachment_id!r}")
             tmp.replace(data_path)
             meta["status"] = "uploaded"
             self._write_meta(meta)
@@ -171,30 +262,58 @@ class LocalFileStore:
             meta["status"] = "ready"
             if url is not None:
                 meta["url"] = url
-            await anyio.to_thread.run_sync(self._write_meta, meta)
+
+            def finish() -> None:
+                self._write_meta(meta)
+                self._finished_in_index(meta)
+
+            await anyio.to_thread.run_sync(finish)
         return meta
 
     def path(self, attachment_id: str) -> Path:
         return self._paths(attachment_id)[0]
 
     async def delete_sessions(self, session_ids: Iterable[str]) -> int:
-        """Delete every file of these sessions (uploaded, pending or attached); how many."""
-        doomed = set(session_ids)
+        """Delete every file of these sessions (uploaded, pending or attached); how many. Reads
+        only these sessions' entries of the index."""
+        doomed = list(dict.fromkeys(session_ids))
 
-        def sweep() -> int:
+        def erase() -> int:
+            self._ensure_index()
             removed = 0
-            for meta_path in self.directory.glob("att_*.json"):
+            for session_id in doomed:
+                folder = self._session_dir(session_id)
                 try:
-                    meta = json.loads(meta_path.read_text())
-                except (FileNotFoundError, ValueError):
+                    names = os.listdir(folder)
+                except FileNotFoundError:
                     continue
-                if meta.get("session_id") not in doomed:
-                    continue
-                self._remove(meta_path)
-                removed += 1
+                for name in names:
+                    if name.endswith(".pending") or not _ID.match(name):
+                        continue
+                    meta = _read_json(self._paths(name)[1])
+                    if meta is not None and meta.get("session_id") != session_id:
+                        continue  # not this session's (a hash collision): leave it
+                    self._remove(name, meta or {"id": name, "session_id": session_id})
+                    removed += 1
+                for leftover in os.listdir(folder):
+                    (folder / leftover).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
             return removed
 
-        return await anyio.to_thread.run_sync(sweep)
+        return await anyio.to_thread.run_sync(erase)
+
+
+def _pending_name(meta: dict[str, Any]) -> str:
+    return f"{int(meta.get('expires_ms') or 0):013d}-{meta['id']}"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        found = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def attachment_from_meta(meta: dict[str, Any], url: str) -> Attachment:

@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import addresses
+from .addresses import DEFAULT_IPV6_PREFIX, Network
 from .errors import AuthError, Forbidden, InvalidInput
+
+if TYPE_CHECKING:
+    from .bans import BanBook
 
 log = logging.getLogger("pocketping")
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: The forwarding headers a deployment may trust (``client_ip_header=``), lower case.
+CLIENT_IP_HEADERS = ("x-forwarded-for", "x-real-ip", "forwarded")
 
 #: Key of the identity the widget passes with the HMAC of the user id (``identity.userHash``).
 USER_HASH = "userHash"
@@ -119,19 +124,10 @@ def _networks(values: Iterable[str], what: str) -> tuple[Network, ...]:
     found = []
     for value in values:
         try:
-            found.append(ipaddress.ip_network(value.strip(), strict=False))
+            found.append(addresses.network(value))
         except (ValueError, AttributeError):
             raise InvalidInput(f"{what}: {value!r} is not an IP address or CIDR range such as 10.0.0.0/8") from None
     return tuple(found)
-
-
-def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    if not text:
-        return None
-    try:
-        return ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
 
 
 class IpFilter:
@@ -146,7 +142,9 @@ class IpFilter:
         return f"IpFilter(allow={[str(n) for n in self.allow]}, deny={[str(n) for n in self.deny]})"
 
     def allows(self, ip: str | None) -> bool:
-        address = _address(ip)
+        """Whether ``ip`` may pass; any spelling of an address is matched as its canonical
+        form (an IPv4-mapped IPv6 address against IPv4 rules)."""
+        address = addresses.parse(ip)
         if address is None:
             return not self.allow
         if any(address in net for net in self.deny):
@@ -192,6 +190,8 @@ class Policy:
         self,
         *,
         trusted_proxies: Iterable[str] = (),
+        client_ip_header: str = "X-Forwarded-For",
+        ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
         ip_filter: IpFilter | None = None,
         ua_filter: UaFilter | None = None,
         identity_secret: str | None = None,
@@ -205,12 +205,27 @@ class Policy:
             raise InvalidInput("identity_secret must be a non-empty string")
         if require_verified_identity and identity_secret is None:
             raise InvalidInput("require_verified_identity=True needs identity_secret")
+        header = client_ip_header.lower() if isinstance(client_ip_header, str) else None
+        if header not in CLIENT_IP_HEADERS:
+            raise InvalidInput(
+                f"client_ip_header must be one of X-Forwarded-For, X-Real-IP, Forwarded, not {client_ip_header!r}"
+            )
+        try:
+            self.ipv6_prefix = addresses.check_prefix(ipv6_prefix)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
         self.trusted_proxies = _networks(trusted_proxies, "trusted_proxies")
+        #: The one forwarding header read from trusted proxies (lower case).
+        self.client_ip_header = header
+        self.client_ip_header_key = header.encode("latin-1")
         self.ip_filter = ip_filter
         self.ua_filter = ua_filter
         self._identity_secret = identity_secret
         self.require_verified_identity = require_verified_identity
         self._warned_proxy = False
+        self._warned_hop = False
+        #: Bans by address and user (the chat service's :class:`~pocketping.bans.BanBook`).
+        self.bans: BanBook | None = None
 
     def __repr__(self) -> str:  # the identity secret stays out of logs and tracebacks
         return f"Policy(trusted_proxies={len(self.trusted_proxies)}, ip_filter={self.ip_filter!r})"
@@ -218,44 +233,72 @@ class Policy:
     @property
     def screens(self) -> bool:
         """Whether :meth:`screen` can refuse anything (the fast path skips it otherwise)."""
-        return self.ip_filter is not None or self.ua_filter is not None
+        return self.ip_filter is not None or self.ua_filter is not None or (self.bans is not None and self.bans.active)
 
-    def client_ip(self, peer: str | None, forwarded_for: str | None, real_ip: str | None) -> str | None:
-        """The client's address: the peer's, unless the peer is a trusted proxy; then the
-        rightmost ``X-Forwarded-For`` address that is not a trusted proxy (else ``X-Real-IP``)."""
-        if not self.trusted_proxies or not self._trusted(peer):
-            if forwarded_for and not self._warned_proxy:
-                self._warn_untrusted_proxy(peer)
-            return peer
-        if forwarded_for:
-            hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
-            for hop in reversed(hops):
-                if not self._trusted(hop):
-                    return hop if _address(hop) is not None else peer
-            return hops[0] if hops and _address(hops[0]) is not None else peer
-        if real_ip and _address(real_ip) is not None:
-            return real_ip.strip()
-        return peer
+    def client_ip(self, peer: str | None, forwarded: str | None = None) -> str | None:
+        """The client's address, canonical (:func:`pocketping.addresses.canonical`): the
+        peer's, unless the peer is a trusted proxy; then what ``forwarded``, the value of the
+        one trusted header (``client_ip_header``), says. For ``X-Forwarded-For`` and
+        ``Forwarded``, that is the rightmost hop that is not a trusted proxy (the one the
+        nearest trusted proxy saw); for ``X-Real-IP``, its address. Other forwarding headers
+        are ignored, so a client cannot choose its own address through them."""
+        peer_address = addresses.parse(peer)
+        peer_text = None if peer_address is None else str(peer_address)
+        if not self.trusted_proxies or peer_address is None or not self._trusted(peer_address):
+            if forwarded and not self._warned_proxy:
+                self._warn_untrusted_proxy(peer_text)
+            return peer_text if peer_address is not None else peer
+        if not forwarded:
+            return peer_text
+        if self.client_ip_header == "x-real-ip":
+            hops = [forwarded]
+        else:
+            hops = addresses.forwarded_hops(self.client_ip_header, forwarded)
+        for hop in reversed(hops):
+            address = addresses.parse(hop)
+            if address is None:
+                self._warn_bad_hop()
+                return peer_text
+            if not self._trusted(address):
+                return str(address)
+        first = addresses.parse(hops[0]) if hops else None
+        return str(first) if first is not None else peer_text
+
+    def client_key(self, ip: str | None) -> str | None:
+        """What a client is counted and banned by: its IPv4 address or its IPv6 prefix."""
+        if ip is None or ":" not in ip:
+            return ip
+        return addresses.client_key(ip, self.ipv6_prefix)
 
     def _warn_untrusted_proxy(self, peer: str | None) -> None:
         # Behind a proxy that is not trusted, every visitor has the proxy's address: they share
         # one rate-limit count and one filter verdict.
         self._warned_proxy = True
         log.warning(
-            "requests from %s carry X-Forwarded-For, but %s is not in trusted_proxies: the peer address is "
+            "requests from %s carry %s, but %s is not in trusted_proxies: the peer address is "
             "used as the client's (for rate limits and filters); list your proxies in trusted_proxies",
             peer,
+            self.client_ip_header,
             peer,
         )
 
-    def _trusted(self, ip: str | None) -> bool:
-        address = _address(ip)
-        return address is not None and any(address in net for net in self.trusted_proxies)
+    def _warn_bad_hop(self) -> None:
+        if not self._warned_hop:
+            self._warned_hop = True
+            log.warning(
+                "a trusted proxy sent a %s that names no address; the proxy's own address is used",
+                self.client_ip_header,
+            )
+
+    def _trusted(self, address: addresses.Address) -> bool:
+        return any(address in net for net in self.trusted_proxies)
 
     def screen(self, ip: str | None, user_agent: str | None) -> None:
         """:class:`Forbidden` when the filters refuse the client."""
         if self.ip_filter is not None and not self.ip_filter.allows(ip):
             raise Forbidden("requests from this address are not accepted")
+        if self.bans is not None and self.bans.address_banned(ip):
+            raise Forbidden("this address has been blocked by the site's operators")
         if self.ua_filter is not None and not self.ua_filter.allows(user_agent):
             raise Forbidden("requests from automated clients are not accepted")
 

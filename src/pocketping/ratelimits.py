@@ -16,6 +16,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from limits import RateLimitItem, parse
@@ -113,9 +114,16 @@ class Limiter:
     """Counts hits for one app. ``namespace`` keeps apps that share a Redis apart."""
 
     def __init__(
-        self, limits: RateLimits | None, *, redis_url: str | None = None, namespace: str = "pocketping"
+        self,
+        limits: RateLimits | None,
+        *,
+        redis_url: str | None = None,
+        namespace: str = "pocketping",
+        client_key: Callable[[str], str | None] | None = None,
     ) -> None:
         self.limits = limits
+        # Addresses are counted by what names one client (an IPv6 client's /64, say).
+        self._client_key = client_key or (lambda ip: ip)
         self.namespace = namespace
         self._strategy: FixedWindowRateLimiter | None = None
         self._failed_at = -WARN_EVERY
@@ -145,12 +153,14 @@ class Limiter:
     async def check_request(self, ip: str | None) -> None:
         """Count one widget request from ``ip``; :class:`RateLimited` over ``requests_per_ip``."""
         if self.limits is not None and ip:
-            await self.hit(self.limits.requests_item, "requests", ip, "too many requests from this address")
+            key = self._client_key(ip) or ip
+            await self.hit(self.limits.requests_item, "requests", key, "too many requests from this address")
 
     async def check_new_session(self, ip: str | None) -> None:
         """Count one new session from ``ip``; :class:`RateLimited` over ``sessions_per_ip``."""
         if self.limits is not None and ip:
-            await self.hit(self.limits.sessions_item, "sessions", ip, "too many new chat sessions from this address")
+            key = self._client_key(ip) or ip
+            await self.hit(self.limits.sessions_item, "sessions", key, "too many new chat sessions from this address")
 
     async def check_message(self, session_id: str) -> None:
         """Count one visitor message; :class:`RateLimited` over ``messages_per_session``."""

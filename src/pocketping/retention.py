@@ -3,8 +3,13 @@
 ``export`` gathers everything stored about a visitor; ``forget`` erases it everywhere PocketPing
 keeps it (sessions, messages, uploaded files, bridge outbox rows and thread mappings); ``purge``
 does the same for sessions idle since before a date, and :class:`RetentionSchedule` runs it
-every hour for ``PocketPing(retention_days=N)``. Files go first, then the rows in one storage
-call, so an interrupted erasure can simply be run again.
+every hour for ``PocketPing(retention_days=N)``.
+
+An erasure wins every race with the visitor (see :func:`erase`): files go first, then the rows
+in one storage call (so an interrupted erasure can simply be run again), then the bridges drop
+their work about the sessions, then files once more, for uploads that raced the first pass.
+Every upload step checks, after it has written, that its session still exists (and removes
+what it wrote when not); message saves and bridge keys need the session row.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInput, StorageCapabilityError
-from .models import iso, parse_time
+from .models import Session, iso, parse_time
 from .storage.base import missing_methods
 
 if TYPE_CHECKING:
@@ -84,22 +89,31 @@ async def export(chat: ChatService, visitor_id: str) -> dict[str, Any]:
     return {"visitorId": visitor_id, "exportedAt": iso(datetime.now(UTC)), "sessions": sessions}
 
 
-async def erase(chat: ChatService, session_ids: Sequence[str]) -> Removed:
-    """Erase these sessions everywhere: files, then rows; their open streams end."""
-    if not session_ids:
+async def erase(chat: ChatService, sessions: Sequence[Session]) -> Removed:
+    """Erase these sessions everywhere, holding their locks (no change to them on this process
+    runs meanwhile): files, rows, the bridges' work about them (in-flight deliveries are
+    cancelled), files again; their open streams end."""
+    if not sessions:
         return Removed()
-    files = int(await chat.files.delete_sessions(session_ids))
-    messages = await chat.storage.delete_sessions(session_ids)
-    for sid in session_ids:
-        chat.hub.close_channel(sid)
-    return Removed(list(session_ids), messages, files)
+    ids = [s.id for s in sessions]
+    async with chat.locked(sessions):
+        files = int(await chat.files.delete_sessions(ids))
+        messages = await chat.storage.delete_sessions(ids)
+        for listener in chat.listeners:
+            try:
+                await listener.sessions_erased(ids)
+            except Exception:
+                log.exception("a listener failed to drop the work of erased sessions")
+        chat.forget_sessions(ids)
+        files += int(await chat.files.delete_sessions(ids))
+    return Removed(ids, messages, files)
 
 
 async def forget(chat: ChatService, visitor_id: str) -> Removed:
     require(chat, FORGET_NEEDS, "forget()")
     visitor_id = _visitor(visitor_id)
     sessions = await chat.storage.find_sessions_by_visitor(visitor_id)
-    removed = await erase(chat, [s.id for s in sessions])
+    removed = await erase(chat, sessions)
     log.info(
         "forgot a visitor: %d sessions, %d messages, %d files", len(removed.sessions), removed.messages, removed.files
     )
@@ -118,7 +132,8 @@ async def purge(chat: ChatService, before: datetime | str) -> Removed:
         ids = await chat.storage.list_inactive_sessions(cutoff, limit=PURGE_BATCH)
         if not ids or set(ids) <= set(total.sessions[-PURGE_BATCH:]):
             break  # nothing left (or a storage that did not delete: do not spin)
-        batch = await erase(chat, ids)
+        found = [await chat.storage.get_session(sid) for sid in ids]
+        batch = await erase(chat, [s for s in found if s is not None])
         total.sessions += batch.sessions
         total.messages += batch.messages
         total.files += batch.files

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .errors import PocketPingError
 
 if TYPE_CHECKING:
+    from .bans import Ban
     from .core import PocketPing
     from .models import Event, Message, Session
     from .retention import Removed
@@ -107,11 +108,26 @@ class SyncPocketPing:
     def mark_read(self, session_id: str, message_ids: Sequence[str], status: str = "read") -> list[Message]:
         return self.run(self._pp.mark_read(session_id, message_ids, status))
 
-    def ban(self, session_id: str) -> Session:
-        return self.run(self._pp.ban(session_id))
+    def ban(self, session_id: str, *, address: bool = False, user: bool = False, reason: str | None = None) -> Session:
+        return self.run(self._pp.ban(session_id, address=address, user=user, reason=reason))
 
-    def unban(self, session_id: str) -> Session:
-        return self.run(self._pp.unban(session_id))
+    def unban(self, session_id: str, *, address: bool = False, user: bool = False) -> Session:
+        return self.run(self._pp.unban(session_id, address=address, user=user))
+
+    def ban_address(self, address: str, *, reason: str | None = None) -> Ban:
+        return self.run(self._pp.ban_address(address, reason=reason))
+
+    def unban_address(self, address: str) -> bool:
+        return self.run(self._pp.unban_address(address))
+
+    def ban_user(self, user_id: str, *, reason: str | None = None) -> Ban:
+        return self.run(self._pp.ban_user(user_id, reason=reason))
+
+    def unban_user(self, user_id: str) -> bool:
+        return self.run(self._pp.unban_user(user_id))
+
+    def list_bans(self) -> list[Ban]:
+        return self._pp.list_bans()
 
     def export(self, visitor_id: str) -> dict[str, Any]:
         return self.run(self._pp.export(visitor_id))

@@ -67,6 +67,18 @@ class ThreadGone(BridgeError):
     """The session's thread was deleted on the platform: a new one is opened on the next try."""
 
 
+def identity_note(session: Session) -> str:
+    """What an identity's hash proves, for operators: the user id alone (name, e-mail and the
+    rest are what the visitor's page sent)."""
+    if session.identity_verified:
+        return "user id verified by your site; name and e-mail as given by the visitor"
+    return "not verified: everything as given by the visitor"
+
+
+class SessionGone(Exception):
+    """The session a delivery is about was erased while it ran: the job stops, keeping nothing."""
+
+
 class Bridge:
     """Base class of :class:`TelegramBridge`, :class:`SlackBridge` and :class:`DiscordBridge`,
     and of your own: set :attr:`name`, implement :meth:`escape`, :meth:`bold`,
@@ -233,7 +245,7 @@ class Bridge:
             ("Visitor", ident.get("name")),
             ("Email", ident.get("email")),
             ("User id", ident.get("id")),
-            ("Identity", ("verified" if session.identity_verified else "not verified") if ident else None),
+            ("Identity", identity_note(session) if ident else None),
             ("Page", meta.get("url")),
             ("Title", meta.get("pageTitle")),
             ("Referrer", meta.get("referrer")),
@@ -277,17 +289,31 @@ class Bridge:
     async def session_of(self, thread: str) -> str | None:
         return await self.store.bridge_key_get(f"{self.name}:session:{thread}")
 
+    async def _keep(self, key: str, value: str, session_id: str) -> None:
+        """Store a key about a session; :class:`SessionGone` when the storage refuses it
+        because the session was erased while the platform call ran."""
+        if not await self.store.bridge_key_set(key, value, session_id=session_id):
+            raise SessionGone(session_id)
+
+    async def _still_there(self, session_id: str) -> None:
+        """:class:`SessionGone` when the session was erased (checked before each platform call
+        that would show something about it)."""
+        if not await self.pp.chat.storage.has_session(session_id):
+            raise SessionGone(session_id)
+
     async def ensure_thread(self, session: Session) -> str:
         thread = await self.thread_of(session.id)
         if thread is None:
+            await self._still_there(session.id)
             thread = await self.create_thread(session, self.header(session), _nonce(f"open:{session.id}"))
-            await self.store.bridge_key_set(f"{self.name}:session:{thread}", session.id, session_id=session.id)
-            await self.store.bridge_key_set(f"{self.name}:thread:{session.id}", thread, session_id=session.id)
+            await self._keep(f"{self.name}:session:{thread}", session.id, session.id)
+            await self._keep(f"{self.name}:thread:{session.id}", thread, session.id)
             await self.store.bridge_key_delete(f"{self.name}:done:header:{session.id}")
             log.info("opened thread %s", thread, extra=self._log_extra(session.id))
         if self.header_is_separate and await self.store.bridge_key_get(f"{self.name}:done:header:{session.id}") is None:
+            await self._still_there(session.id)
             pid = await self.post(thread, self.header(session), _nonce(f"header:{thread}"))
-            await self.store.bridge_key_set(f"{self.name}:done:header:{session.id}", pid, session_id=session.id)
+            await self._keep(f"{self.name}:done:header:{session.id}", pid, session.id)
         return thread
 
     async def job_context(self, job: dict[str, Any]) -> tuple[Session, Message | None] | None:
@@ -309,10 +335,17 @@ class Bridge:
 
     async def job_done(self, job: dict[str, Any], value: str = "1") -> None:
         """Record that ``job`` reached the platform (``value``: what it became there)."""
-        await self.store.bridge_key_set(f"{self.name}:done:{job['key']}", value, session_id=job["session_id"])
+        await self._keep(f"{self.name}:done:{job['key']}", value, job["session_id"])
 
     async def deliver(self, job: dict[str, Any]) -> None:
-        """Run one queued job. Idempotent: a job that already ran here is skipped."""
+        """Run one queued job. Idempotent: a job that already ran here is skipped; a job
+        whose session is erased while it runs stops, and keeps nothing."""
+        try:
+            await self._deliver(job)
+        except SessionGone:
+            log.info("session erased; dropping %s job", job["kind"], extra=self._log_extra(job["session_id"]))
+
+    async def _deliver(self, job: dict[str, Any]) -> None:
         kind, key, sid = job["kind"], job["key"], job["session_id"]
         found = await self.job_context(job)
         if found is None:
@@ -332,15 +365,14 @@ class Bridge:
                 return
             if kind == "message" and job["payload"].get("reopened"):
                 await self.on_reopened(thread)
+            await self._still_there(sid)
             pid = await self.post(thread, text, _nonce(key))
         except ThreadGone as exc:
             await self._forget_thread(sid)
             raise TemporaryBridgeError(str(exc), bridge=self.name, retry_after=0) from exc
         await self.job_done(job, pid)
         if message is not None:
-            await self.store.bridge_key_set(
-                f"{self.name}:out:{message.id}", f"{thread} {pid}", session_id=message.session_id
-            )
+            await self._keep(f"{self.name}:out:{message.id}", f"{thread} {pid}", message.session_id)
         if kind == "close":
             await self.on_closed(thread)
 

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +90,7 @@ class BridgeHub(ChatListener):
                     type(self.pp.storage).__name__,
                     extra={"session_id": None, "bridge": None},
                 )
-                self._store = MemoryStorage()
+                self._store = MemoryStorage(outbox_only=True)
         return self._store
 
     def routes(self) -> list[Route]:
@@ -199,6 +200,20 @@ class BridgeHub(ChatListener):
 
     async def session_closed(self, session: Session, skip: str | None = None) -> None:
         await self._fan_out(session.id, "close", f"close:{session.id}:{_now_ms()}", {}, skip)
+
+    async def sessions_erased(self, session_ids: Sequence[str]) -> None:
+        """Cancel this process's deliveries for erased sessions (their outbox rows and keys
+        are already gone; the storage refuses keys for them, so other processes' deliveries
+        in flight keep nothing either)."""
+        doomed = set(session_ids)
+        stopping = [task for task, job in self._running.items() if job["session_id"] in doomed]
+        for task in stopping:
+            task.cancel()
+        if stopping:
+            await asyncio.gather(*stopping, return_exceptions=True)
+            log.info(
+                "cancelled %d deliveries of erased sessions", len(stopping), extra={"session_id": None, "bridge": None}
+            )
 
     # -- the worker -------------------------------------------------------------------------
 

@@ -31,7 +31,8 @@
   function who(s) {
     var id = s.identity || {};
     var name = id.name || id.email || ('Visitor ' + String(s.visitorId || s.id).slice(-6));
-    if (s.identity) name += s.identityVerified ? ' (verified)' : ' (unverified)';
+    // A hash proves the user id only; the name and e-mail are what the visitor's page sent.
+    if (s.identity) name += s.identityVerified ? ' (user id verified; name, e-mail given)' : ' (unverified)';
     return s.banned ? name + ' (blocked)' : name;
   }
   function status(text) { $('conn').textContent = text; }

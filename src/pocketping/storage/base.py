@@ -77,6 +77,7 @@ class BaseStorage:
 
         ``message.updated_at`` is set to ``max(message.created_at, last stamp + 1 ms)`` and
         ``created_at`` to the same value, so the session's stamps increase in commit order.
+        :class:`~pocketping.SessionNotFound` when the session does not exist (erased meanwhile).
         """
         raise StorageCapabilityError(self, "save_message", "storing a message")
 
@@ -128,7 +129,8 @@ class BaseStorage:
         self, key: str, value: str, *, only_new: bool = False, session_id: str | None = None
     ) -> bool:
         """Store ``key`` → ``value``; with ``only_new``, only if absent (returns whether it was
-        stored). ``session_id``: the session the entry is about (deleted with it)."""
+        stored). ``session_id``: the session the entry is about (deleted with it); when that
+        session does not exist (erased), nothing is stored and the answer is False."""
         raise StorageCapabilityError(self, "bridge_key_set", "bridge thread mapping")
 
     async def bridge_key_delete(self, key: str) -> None:
@@ -148,6 +150,19 @@ class BaseStorage:
         """Delete the sessions with their messages, bridge outbox rows and bridge keys, in one
         transaction where the storage has them; returns how many messages were deleted."""
         raise StorageCapabilityError(self, "delete_sessions", "forget() and purge()")
+
+    # -- bans by address and by user (optional; PocketPing.ban_address / ban_user) ------------
+
+    async def list_bans(self) -> list[dict[str, Any]]:
+        """Every stored ban: ``{"kind", "value", "created_ms", "reason"}``."""
+        raise StorageCapabilityError(self, "list_bans", "bans by address or user")
+
+    async def save_ban(self, kind: str, value: str, *, reason: str | None = None) -> None:
+        """Store a ban (``kind`` ``"address"`` or ``"user"``); storing it again keeps one."""
+        raise StorageCapabilityError(self, "save_ban", "bans by address or user")
+
+    async def delete_ban(self, kind: str, value: str) -> None:
+        raise StorageCapabilityError(self, "delete_ban", "bans by address or user")
 
 
 def missing_methods(storage: BaseStorage, names: Sequence[str]) -> list[str]:
@@ -346,6 +361,21 @@ class StorageAdapter(BaseStorage):
             with self._clock_lock:
                 self._last.pop(sid, None)
         return int(deleted or 0)
+
+    async def list_bans(self) -> list[dict[str, Any]]:
+        if not self.has("list_bans"):
+            raise StorageCapabilityError(self.inner, "list_bans", "bans by address or user")
+        return [dict(_as_mapping(r)) for r in await self._call("list_bans")]
+
+    async def save_ban(self, kind: str, value: str, *, reason: str | None = None) -> None:
+        if not self.has("save_ban"):
+            raise StorageCapabilityError(self.inner, "save_ban", "bans by address or user")
+        await self._call("save_ban", kind, value, reason=reason)
+
+    async def delete_ban(self, kind: str, value: str) -> None:
+        if not self.has("delete_ban"):
+            raise StorageCapabilityError(self.inner, "delete_ban", "bans by address or user")
+        await self._call("delete_ban", kind, value)
 
 
 def _as_mapping(row: Any) -> Mapping[str, Any]:

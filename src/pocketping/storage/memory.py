@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from ..models import Message, Session, from_ms, to_ms
+from ..errors import SessionNotFound
+from ..models import Message, Session, from_ms, now_ms, to_ms
 from .base import BaseStorage, apply_changes, next_stamp
 
 
@@ -37,9 +38,14 @@ def _stamp_of(change: tuple[int, Message]) -> int:
 
 
 class MemoryStorage(BaseStorage):
-    """Keeps everything in dicts. Thread-safe; models are copied in and out."""
+    """Keeps everything in dicts. Thread-safe; models are copied in and out.
 
-    def __init__(self) -> None:
+    ``outbox_only``: the store keeps only the bridges' outbox and keys for a storage that has
+    none (its sessions live elsewhere), so keys are not checked against its own sessions.
+    """
+
+    def __init__(self, *, outbox_only: bool = False) -> None:
+        self.outbox_only = outbox_only
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._by_visitor: dict[str, str] = {}
@@ -52,6 +58,7 @@ class MemoryStorage(BaseStorage):
         self._outbox_seq = 0
         self._bridge_keys: dict[str, str] = {}
         self._bridge_key_session: dict[str, str] = {}
+        self._bans: dict[tuple[str, str], dict[str, Any]] = {}
 
     async def create_session(self, session: Session) -> None:
         with self._lock:
@@ -88,6 +95,8 @@ class MemoryStorage(BaseStorage):
 
     async def save_message(self, session_id: str, message: Message) -> Message:
         with self._lock:
+            if session_id not in self._sessions:
+                raise SessionNotFound(session_id)
             stamp = self._stamp(session_id, to_ms(message.created_at))
             message.created_at = message.updated_at = stamp
             stored = _copy_message(message)
@@ -193,6 +202,8 @@ class MemoryStorage(BaseStorage):
         with self._lock:
             if only_new and key in self._bridge_keys:
                 return False
+            if session_id is not None and not self.outbox_only and session_id not in self._sessions:
+                return False  # erased: nothing is kept about it
             self._bridge_keys[key] = value
             if session_id is not None:
                 self._bridge_key_session[key] = session_id
@@ -240,3 +251,19 @@ class MemoryStorage(BaseStorage):
                 del self._bridge_key_session[key]
                 self._bridge_keys.pop(key, None)
         return deleted
+
+    # -- bans by address and by user ------------------------------------------------------------
+
+    async def list_bans(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(b) for b in self._bans.values()]
+
+    async def save_ban(self, kind: str, value: str, *, reason: str | None = None) -> None:
+        with self._lock:
+            self._bans.setdefault(
+                (kind, value), {"kind": kind, "value": value, "created_ms": now_ms(), "reason": reason}
+            )
+
+    async def delete_ban(self, kind: str, value: str) -> None:
+        with self._lock:
+            self._bans.pop((kind, value), None)

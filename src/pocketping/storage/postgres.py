@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StorageError
+from ..errors import SessionNotFound, StorageError
 from ..models import Message, Session, from_ms, now_ms, to_ms
 from . import rows
 from .base import BaseStorage, apply_changes
@@ -112,6 +112,16 @@ MIGRATIONS: list[str] = [
         WHERE k.session_id IS NULL AND strpos(k.key, ':msg_') > 0
         AND m.id = substr(k.key, strpos(k.key, ':msg_') + 1, 20);
     CREATE INDEX IF NOT EXISTS pocketping_bridge_keys_by_session ON pocketping_bridge_keys (session_id);
+    """,
+    # 3: bans by client address (a network) and by verified user id
+    """
+    CREATE TABLE IF NOT EXISTS pocketping_bans (
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        reason TEXT,
+        PRIMARY KEY (kind, value)
+    );
     """,
 ]
 
@@ -255,7 +265,7 @@ class PostgresStorage(BaseStorage):
         )
         row = await cur.fetchone()
         if row is None:
-            raise StorageError(f"no session with id {session_id!r}")
+            raise SessionNotFound(session_id)
         return int(row[0])
 
     # -- sessions ---------------------------------------------------------------------------
@@ -306,7 +316,7 @@ class PostgresStorage(BaseStorage):
         wanted = to_ms(message.created_at)
         row = await self._fetchone(_SAVE_MESSAGE, (wanted, wanted, session_id, message.id, *_message_values(message)))
         if row is None:
-            raise StorageError(f"no session with id {session_id!r}")
+            raise SessionNotFound(session_id)  # never created, or erased meanwhile
         message.created_at = message.updated_at = from_ms(int(row[0]))
         return message
 
@@ -410,10 +420,13 @@ class PostgresStorage(BaseStorage):
             "DO NOTHING" if only_new else "DO UPDATE SET value = EXCLUDED.value, session_id = EXCLUDED.session_id"
         )
         async with self.pool.connection() as conn:
+            # Only for a session that exists: the key-share lock waits for an erasure in
+            # progress (which locks the session rows first), and then finds no row.
             cur = await conn.execute(
-                "INSERT INTO pocketping_bridge_keys (key, value, session_id) VALUES (%s, %s, %s) "
+                "INSERT INTO pocketping_bridge_keys (key, value, session_id) SELECT %s, %s, %s::text "
+                "WHERE %s::text IS NULL OR EXISTS (SELECT 1 FROM pocketping_sessions WHERE id = %s FOR KEY SHARE) "
                 f"ON CONFLICT (key) {conflict}",
-                (key, value, session_id),
+                (key, value, session_id, session_id, session_id),
             )
             return cur.rowcount > 0
 
@@ -441,8 +454,29 @@ class PostgresStorage(BaseStorage):
     async def delete_sessions(self, session_ids: Sequence[str]) -> int:
         ids = list(dict.fromkeys(session_ids))
         async with self.pool.connection() as conn, conn.transaction():
+            # Lock the session rows first: a bridge key written for one of them meanwhile
+            # waits for this transaction, then finds the session gone.
+            await conn.execute("SELECT id FROM pocketping_sessions WHERE id = ANY(%s) FOR UPDATE", (ids,))
             cur = await conn.execute("DELETE FROM pocketping_messages WHERE session_id = ANY(%s)", (ids,))
             await conn.execute("DELETE FROM pocketping_bridge_outbox WHERE session_id = ANY(%s)", (ids,))
             await conn.execute("DELETE FROM pocketping_bridge_keys WHERE session_id = ANY(%s)", (ids,))
             await conn.execute("DELETE FROM pocketping_sessions WHERE id = ANY(%s)", (ids,))
             return cur.rowcount
+
+    # -- bans by address and by user ------------------------------------------------------------
+
+    async def list_bans(self) -> list[dict[str, Any]]:
+        rows = await self._fetchall("SELECT kind, value, created_ms, reason FROM pocketping_bans", ())
+        return [{"kind": k, "value": v, "created_ms": c, "reason": r} for k, v, c, r in rows]
+
+    async def save_ban(self, kind: str, value: str, *, reason: str | None = None) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO pocketping_bans (kind, value, created_ms, reason) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (kind, value) DO NOTHING",
+                (kind, value, now_ms(), reason),
+            )
+
+    async def delete_ban(self, kind: str, value: str) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute("DELETE FROM pocketping_bans WHERE kind = %s AND value = %s", (kind, value))

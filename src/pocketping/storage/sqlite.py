@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -18,12 +19,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..models import Message, Session, from_ms, to_ms
+from ..errors import SessionNotFound
+from ..models import Message, Session, from_ms, now_ms, to_ms
 from . import rows
 from .base import BaseStorage, apply_changes, next_stamp
 from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, check_schema_version, dt, ms
 
 T = TypeVar("T")
+
+log = logging.getLogger("pocketping")
 
 # Each entry moves the schema from version i to i + 1. Never edit a released entry: append.
 MIGRATIONS: list[str] = [
@@ -93,6 +97,16 @@ MIGRATIONS: list[str] = [
     ) WHERE session_id IS NULL AND instr(key, ':msg_') > 0;
     CREATE INDEX IF NOT EXISTS bridge_keys_by_session ON bridge_keys (session_id);
     """,
+    # 3: bans by client address (a network) and by verified user id
+    """
+    CREATE TABLE IF NOT EXISTS bans (
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        reason TEXT,
+        PRIMARY KEY (kind, value)
+    );
+    """,
 ]
 
 _MESSAGE_COLUMNS, _SESSION_COLUMNS, _ms, _dt = MESSAGE_COLUMNS, SESSION_COLUMNS, ms, dt
@@ -135,6 +149,14 @@ def _apply(conn: sqlite3.Connection, batch: list[_Write]) -> list[tuple[bool, An
             conn.execute("ROLLBACK")
         return [(False, exc)] * len(batch)
     return results
+
+
+def _bare(conn: sqlite3.Connection, op: Callable[[sqlite3.Connection], Any]) -> tuple[bool, Any]:
+    """Run a write that must not be inside a transaction (a WAL checkpoint)."""
+    try:
+        return True, op(conn)
+    except Exception as exc:
+        return False, exc
 
 
 def _answer(batch: list[_Write], results: list[tuple[bool, Any]]) -> None:
@@ -230,6 +252,9 @@ class SQLiteStorage(BaseStorage):
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = self._connect()
+            # Deleted rows are overwritten, not just unlinked: erased text leaves no readable
+            # copy in the database file (and a checkpoint after an erasure empties the WAL).
+            conn.execute("PRAGMA secure_delete = ON")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             self._migrate(conn)
@@ -244,6 +269,9 @@ class SQLiteStorage(BaseStorage):
                 first = self._writes.get()
                 if first is None:
                     break
+                if getattr(first[0], "bare", False):
+                    _answer([first], [_bare(conn, first[0])])
+                    continue
                 batch = [first]
                 while len(batch) < BATCH:
                     try:
@@ -253,7 +281,14 @@ class SQLiteStorage(BaseStorage):
                     if item is None:
                         running = False
                         break
+                    if getattr(item[0], "bare", False):  # after the batch before it
+                        _answer(batch, _apply(conn, batch))
+                        batch = []
+                        _answer([item], [_bare(conn, item[0])])
+                        break
                     batch.append(item)
+                if not batch:
+                    continue
                 _answer(batch, _apply(conn, batch))
         finally:
             conn.close()
@@ -383,11 +418,12 @@ class SQLiteStorage(BaseStorage):
 
         def op(c: sqlite3.Connection) -> None:
             stamp = next_stamp(self._last_stamp(c, session_id), wanted)
+            if c.execute("UPDATE sessions SET last_activity_ms = ? WHERE id = ?", (stamp, session_id)).rowcount == 0:
+                raise SessionNotFound(session_id)  # erased meanwhile
             c.execute(
                 f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (message.id, session_id, stamp, stamp, *rows.message_values(message, json.dumps)),
             )
-            c.execute("UPDATE sessions SET last_activity_ms = ? WHERE id = ?", (stamp, session_id))
             message.created_at = message.updated_at = from_ms(stamp)
 
         await self._run(self._write, op)
@@ -512,8 +548,12 @@ class SQLiteStorage(BaseStorage):
         verb = "INSERT OR IGNORE" if only_new else "INSERT OR REPLACE"
 
         def op(c: sqlite3.Connection) -> bool:
-            sql = f"{verb} INTO bridge_keys (key, value, session_id) VALUES (?, ?, ?)"
-            return c.execute(sql, (key, value, session_id)).rowcount > 0
+            # Only for a session that exists: a delivery that outlives an erasure keeps nothing.
+            sql = (
+                f"{verb} INTO bridge_keys (key, value, session_id) SELECT ?, ?, ? "
+                "WHERE ? IS NULL OR EXISTS (SELECT 1 FROM sessions WHERE id = ?)"
+            )
+            return c.execute(sql, (key, value, session_id, session_id, session_id)).rowcount > 0
 
         return await self._run(self._write, op)
 
@@ -556,4 +596,47 @@ class SQLiteStorage(BaseStorage):
                 c.execute(f"DELETE FROM sessions WHERE id IN ({marks})", chunk)
             return deleted
 
-        return await self._run(self._write, op)
+        deleted: int = await self._run(self._write, op)
+        await self._checkpoint()
+        return deleted
+
+    async def _checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate it, so that erased rows (already
+        overwritten in the file by ``secure_delete``) leave no older copy in ``-wal``."""
+
+        def op(c: sqlite3.Connection) -> tuple[int, int, int]:
+            busy, frames, copied = c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return int(busy), int(frames), int(copied)
+
+        op.bare = True  # type: ignore[attr-defined]
+        busy, _frames, _copied = await self._run(self._write, op)
+        if busy:
+            log.warning(
+                "after an erasure, the WAL of %s could not be emptied (another connection is reading); "
+                "erased rows may stay in its -wal file until the next checkpoint",
+                self.path,
+            )
+
+    # -- bans by address and by user ------------------------------------------------------------
+
+    async def list_bans(self) -> list[dict[str, Any]]:
+        def op() -> list[dict[str, Any]]:
+            rows = self._db().execute("SELECT kind, value, created_ms, reason FROM bans").fetchall()
+            return [{"kind": k, "value": v, "created_ms": c, "reason": r} for k, v, c, r in rows]
+
+        return await self._run(op)
+
+    async def save_ban(self, kind: str, value: str, *, reason: str | None = None) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT OR IGNORE INTO bans (kind, value, created_ms, reason) VALUES (?, ?, ?, ?)",
+                (kind, value, now_ms(), reason),
+            )
+
+        await self._run(self._write, op)
+
+    async def delete_ban(self, kind: str, value: str) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM bans WHERE kind = ? AND value = ?", (kind, value))
+
+        await self._run(self._write, op)

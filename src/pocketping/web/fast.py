@@ -53,7 +53,16 @@ UNSCREENED = (*OPERATOR_SIDE, "/health", "/widget.js", "/openapi.json")
 
 #: The request headers the front reads, scanned once per request.
 WANTED = frozenset(
-    {b"origin", b"x-pocketping-version", b"content-length", b"x-forwarded-for", b"x-real-ip", b"user-agent", b"host"}
+    {
+        b"origin",
+        b"x-pocketping-version",
+        b"content-length",
+        b"x-forwarded-for",
+        b"x-real-ip",
+        b"forwarded",
+        b"user-agent",
+        b"host",
+    }
 )
 
 
@@ -65,7 +74,7 @@ def headers_of(scope: Scope) -> dict[bytes, str]:
 def client_of(scope: Scope, headers: dict[bytes, str], policy: Policy) -> tuple[str | None, str | None]:
     """The client's address (see :meth:`Policy.client_ip`) and user agent."""
     peer = scope.get("client")
-    ip = policy.client_ip(peer[0] if peer else None, headers.get(b"x-forwarded-for"), headers.get(b"x-real-ip"))
+    ip = policy.client_ip(peer[0] if peer else None, headers.get(policy.client_ip_header_key))
     return ip, headers.get(b"user-agent")
 
 

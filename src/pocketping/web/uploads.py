@@ -71,8 +71,9 @@ def upload_routes(pp: PocketPing) -> list[Route]:
 
     async def put(request: Request) -> Response:
         attachment_id = request.path_params["attachment_id"]
+        await pp.chat.upload_session(attachment_id)  # refused before the body is read
         data = await read_body(request.receive, request.headers.get("content-length"), pp.files.max_size)
-        await pp.files.write(attachment_id, data)
+        await pp.chat.write_upload(attachment_id, data)
         return JSONResponse({"ok": True})
 
     async def complete(request: Request) -> Response:
@@ -86,9 +87,7 @@ def upload_routes(pp: PocketPing) -> list[Route]:
 
     async def download(request: Request) -> Response:
         attachment_id = request.path_params["attachment_id"]
-        meta = await pp.files.meta(attachment_id)
-        if meta is None or meta["status"] != "ready":
-            return JSONResponse({"error": "not_found", "detail": "no such attachment"}, status_code=404)
+        meta = await pp.chat.readable_attachment(attachment_id)
         inline = bool(INLINE_TYPES.match(meta["mime_type"]))
         return FileResponse(
             pp.files.path(attachment_id),
