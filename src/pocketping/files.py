@@ -72,9 +72,9 @@ class LocalFileStore:
         self._index = self.directory / ".index"
         self._indexed = False
         self._swept_at = 0.0
-        # Reservations of one process are checked and written one at a time, so two uploads
-        # started at once cannot both take the last slot.
-        self._reserving = threading.Lock()
+        # The changes of one process run one at a time: two uploads started at once cannot
+        # both take the last slot, and an erasure never interleaves with an upload step.
+        self._changing = threading.Lock()
 
     def _paths(self, attachment_id: str) -> tuple[Path, Path]:
         if not _ID.match(attachment_id):
@@ -145,7 +145,7 @@ class LocalFileStore:
         }
 
         def reserve() -> None:
-            with self._reserving:
+            with self._changing:
                 self._ensure_index()
                 self._sweep_now_and_then()
                 slots, pending = self._unfinished(session_id)
@@ -208,7 +208,7 @@ class LocalFileStore:
 
     def sweep(self) -> int:
         """Remove expired unfinished uploads now (``create`` does it every 30 s); how many."""
-        with self._reserving:
+        with self._changing:
             self._ensure_index()
             return self._sweep()
 
@@ -218,10 +218,15 @@ class LocalFileStore:
             raise InvalidInput("this upload has expired; start it again")
 
     def _write_meta(self, meta: dict[str, Any]) -> None:
+        """Write an attachment's sidecar, and its session's index entry with it: whatever is
+        on disk is listed under its session, so an erasure that runs after this finds it."""
         self.directory.mkdir(parents=True, exist_ok=True)
         _, meta_path = self._paths(meta["id"])
         tmp = meta_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(meta))
+        folder = self._session_dir(meta["session_id"])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / meta["id"]).touch()
         tmp.replace(meta_path)
 
     async def meta(self, attachment_id: str) -> dict[str, Any] | None:
@@ -240,14 +245,14 @@ class LocalFileStore:
         data_path, meta_path = self._paths(attachment_id)
 
         def store() -> None:
-            tmp = data_path.with_suffix(".part")
-            tmp.write_bytes(data)
-            if not meta_path.exists():  # erased meanwhile: keep nothing
-                tmp.unlink(missing_ok=True)
-                raise InvalidInput(f"no pending upload {attachment_id!r}")
-            tmp.replace(data_path)
-            meta["status"] = "uploaded"
-            self._write_meta(meta)
+            with self._changing:
+                if not meta_path.exists():  # erased meanwhile: keep nothing
+                    raise InvalidInput(f"no pending upload {attachment_id!r}")
+                tmp = data_path.with_suffix(".part")
+                tmp.write_bytes(data)
+                tmp.replace(data_path)
+                meta["status"] = "uploaded"
+                self._write_meta(meta)
 
         await anyio.to_thread.run_sync(store)
         return meta
@@ -264,8 +269,11 @@ class LocalFileStore:
                 meta["url"] = url
 
             def finish() -> None:
-                self._write_meta(meta)
-                self._finished_in_index(meta)
+                with self._changing:
+                    if not self._paths(attachment_id)[1].exists():  # erased meanwhile
+                        raise InvalidInput(f"attachment {attachment_id!r} has not been uploaded")
+                    self._write_meta(meta)
+                    self._finished_in_index(meta)
 
             await anyio.to_thread.run_sync(finish)
         return meta
@@ -279,6 +287,10 @@ class LocalFileStore:
         doomed = list(dict.fromkeys(session_ids))
 
         def erase() -> int:
+            with self._changing:
+                return erase_now()
+
+        def erase_now() -> int:
             self._ensure_index()
             removed = 0
             for session_id in doomed:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Scope
+from starlette.types import Message, Receive, Scope, Send
 
 from ..files import INLINE_TYPES, UPLOAD_TTL_MS
 from ..models import from_ms, iso, now_ms
@@ -55,6 +55,27 @@ def for_visitor(messages: list[dict[str, Any]], origin: str) -> list[dict[str, A
     return messages
 
 
+class Download(FileResponse):
+    """A stored file, or a 404 when it is erased before its first byte is sent (an erasure
+    racing the download); one erased while it is sent ends the transfer."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, tracked)
+        except (RuntimeError, FileNotFoundError):
+            if started:
+                raise
+            gone = JSONResponse({"error": "not_found", "detail": "no such attachment"}, status_code=404)
+            await gone(scope, receive, send)
+
+
 def upload_routes(pp: PocketPing) -> list[Route]:
     async def start(request: Request) -> Response:
         req = await parse(request, UploadRequest)
@@ -89,7 +110,7 @@ def upload_routes(pp: PocketPing) -> list[Route]:
         attachment_id = request.path_params["attachment_id"]
         meta = await pp.chat.readable_attachment(attachment_id)
         inline = bool(INLINE_TYPES.match(meta["mime_type"]))
-        return FileResponse(
+        return Download(
             pp.files.path(attachment_id),
             media_type=meta["mime_type"],
             filename=meta["filename"],
