@@ -182,9 +182,7 @@ def test_erasure_wins_races_with_uploads_messages_and_deliveries(
         visitor.close()
 
 
-def test_uploads_started_while_forget_runs_are_erased_too(
-    serve: Callable[[PocketPing], str], tmp_path: Path
-) -> None:
+def test_uploads_started_while_forget_runs_are_erased_too(serve: Callable[[PocketPing], str], tmp_path: Path) -> None:
     """The window between the erasure's first file pass and its rows: a slow database makes
     it wide, and every upload started inside it is still erased and unreachable."""
 
@@ -249,7 +247,9 @@ def _session(sid: str) -> Session:
 
 
 def _message(sid: str) -> Message:
-    return Message(id="msg_" + sid[-16:], session_id=sid, content="late", sender="visitor", created_at=datetime.now(UTC))
+    return Message(
+        id="msg_" + sid[-16:], session_id=sid, content="late", sender="visitor", created_at=datetime.now(UTC)
+    )
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
