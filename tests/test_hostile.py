@@ -558,3 +558,39 @@ def test_a_change_made_while_a_stream_catches_up_arrives_once(site: tuple[Pocket
     ids = [f["id"] for f in frames]
     assert len(ids) == len(set(ids))  # each message once
     assert [f["content"] for f in frames] == ["raced", "after", "raced", "last"]  # the new "raced" too
+
+
+def test_typing_state_is_kept_only_for_sessions_typing_now() -> None:
+    """Each session that ever typed used to keep an entry for the life of the process."""
+    import asyncio
+    import tracemalloc
+
+    from pocketping import MemoryStorage
+    from pocketping import chat as chat_module
+
+    pp = PocketPing(storage=MemoryStorage(), rate_limits=None)
+
+    def held() -> int:
+        snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, chat_module.__file__)])
+        return sum(stat.size for stat in snapshot.statistics("filename"))
+
+    async def scenario() -> tuple[int, int, int]:
+        await pp.start()
+        try:
+            sids = [(await pp.chat.connect(f"v-{i}")).session.id for i in range(3000)]
+            tracemalloc.start()
+            before = held()
+            for sid in sids:
+                await pp.chat.visitor_typing(sid, True)
+            typing = held()
+            for _ in range(2):  # two typing intervals (2 s each) later, one session types again
+                await asyncio.sleep(2.1)
+                await pp.chat.visitor_typing(sids[0], True)
+            return before, typing, held()
+        finally:
+            tracemalloc.stop()
+            await pp.stop()
+
+    before, typing, later = asyncio.run(scenario())
+    assert typing - before > 50_000  # 3,000 entries are held while they type
+    assert later - before < (typing - before) / 10, (before, typing, later)
