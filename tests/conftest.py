@@ -157,6 +157,22 @@ def serve() -> Iterator[Callable[[PocketPing], str]]:
 
 
 @pytest.fixture
+def serve_unproxied() -> Iterator[Callable[[PocketPing], str]]:
+    """Like ``serve``, with uvicorn's own proxy-header handling off: PocketPing alone reads the
+    forwarding headers, as behind a proxy uvicorn was not told about."""
+    servers: list[LiveServer] = []
+
+    def start(pp: PocketPing) -> str:
+        server = LiveServer(mounted(pp), proxy_headers=False).start()
+        servers.append(server)
+        return server.url + "/pocketping"
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
 def pp() -> PocketPing:
     return PocketPing(storage=MemoryStorage(), welcome_message="Hi! How can we help?", sse_heartbeat=0.5)
 

@@ -18,23 +18,12 @@ import uvicorn
 from pocketping import InvalidInput, IpFilter, MemoryStorage, PocketPing, RateLimits
 from pocketping.policy import Policy
 
-from .conftest import LiveServer, mounted
+from .conftest import mounted
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[PocketPing], str]]:
-    """Like conftest's, with uvicorn's own proxy-header handling off: PocketPing alone reads
-    the forwarding headers, as behind a proxy uvicorn was not told about."""
-    servers: list[LiveServer] = []
-
-    def start(pp: PocketPing) -> str:
-        server = LiveServer(mounted(pp), proxy_headers=False).start()
-        servers.append(server)
-        return server.url + "/pocketping"
-
-    yield start
-    for server in servers:
-        server.stop()
+def serve(serve_unproxied: Callable[[PocketPing], str]) -> Callable[[PocketPing], str]:
+    return serve_unproxied
 
 
 ONE_V6 = [

@@ -6,7 +6,7 @@ as a trusted proxy."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ from pocketping import (
     identity_hash,
 )
 
-from .conftest import LiveServer, mounted
 from .test_bridges_delivery import SeedStorage
 from .test_retention import PNG
 
@@ -32,17 +31,8 @@ SECRET = "identity-secret-for-bans"
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[PocketPing], str]]:
-    servers: list[LiveServer] = []
-
-    def start(pp: PocketPing) -> str:
-        server = LiveServer(mounted(pp), proxy_headers=False).start()
-        servers.append(server)
-        return server.url + "/pocketping"
-
-    yield start
-    for server in servers:
-        server.stop()
+def serve(serve_unproxied: Callable[[PocketPing], str]) -> Callable[[PocketPing], str]:
+    return serve_unproxied
 
 
 def client(base: str, ip: str) -> httpx.Client:
