@@ -181,6 +181,15 @@ def test_a_proxy_that_sets_only_x_real_ip_is_not_overruled_by_the_client(
     assert {s.metadata["ip"] for s in pp.sync.get_sessions()} == {"198.51.100.20"}
 
 
+def test_a_client_cannot_give_its_own_address(serve: Callable[[PocketPing], str]) -> None:
+    pp = PocketPing(storage=MemoryStorage())
+    with httpx.Client(base_url=serve(pp), timeout=10) as http:
+        body = {"visitorId": "v-ip", "sessionId": None, "metadata": {"ip": "192.0.2.66", "url": "https://x.example/"}}
+        assert http.post("/connect", json=body).status_code == 200
+    [session] = pp.sync.get_sessions()
+    assert session.metadata["ip"] == "127.0.0.1" and session.metadata["url"] == "https://x.example/"
+
+
 def test_the_forwarded_header(serve: Callable[[PocketPing], str]) -> None:
     pp = PocketPing(storage=MemoryStorage(), trusted_proxies=["127.0.0.1"], client_ip_header="Forwarded")
     base = serve(pp)

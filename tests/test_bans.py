@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets.sync.client as ws_client
+from websockets.exceptions import InvalidStatus
 
 from pocketping import (
     InvalidInput,
@@ -123,6 +125,10 @@ def test_an_ipv6_address_ban_covers_its_64_and_ranges_can_be_banned(
     for ip, expected in [("192.0.2.200", 403), ("::ffff:192.0.2.9", 403), ("192.0.3.1", 200)]:
         with client(base, ip) as http:
             assert connect(http, f"v-{ip}").status_code == expected, ip
+    pp.sync.ban_address("2001:db8:9:9::1")  # one IPv6 address: its /64
+    with client(base, "2001:db8:9:9:abcd::2") as http:
+        assert connect(http, "v-64").status_code == 403
+    assert pp.sync.unban_address("2001:db8:9:9::77") is True
     assert pp.sync.unban_address("192.0.2.0/24") is True
     assert pp.sync.unban_address("192.0.2.0/24") is False
     with pytest.raises(InvalidInput, match="not an IP address"):
@@ -162,11 +168,24 @@ def test_a_user_ban_covers_the_verified_user_only(serve: Callable[[PocketPing], 
         assert connect(http, "v-3", identity=signed).status_code == 403
         other = connect(http, "v-4").json()["sessionId"]
         assert http.post("/identify", json={"sessionId": other, "identity": signed}).status_code == 403
+        with pytest.raises(InvalidStatus) as refused:  # the WebSocket too
+            ws_client.connect(f"{base.replace('http', 'ws')}/stream?sessionId={sid}", open_timeout=5)
+        assert refused.value.response.status_code == 403
         # Someone merely claiming the id is not that user.
         assert http.post("/message", json={"sessionId": unverified, "content": "hi"}).status_code == 200
         assert [(b.kind, b.value) for b in pp.sync.list_bans()] == [("user", "u-1")]
         pp.sync.unban_user("u-1")
         assert connect(http, "v-5", identity=signed).status_code == 200
+
+
+def test_the_trusted_proxy_itself_is_never_address_banned(serve: Callable[[PocketPing], str], tmp_path: Path) -> None:
+    pp = make(tmp_path)  # 127.0.0.1 is the trusted proxy
+    with httpx.Client(base_url=serve(pp), timeout=10, headers=HEADERS) as http:  # no X-Forwarded-For
+        sid = connect(http, "v-p").json()["sessionId"]
+    assert pp.sync.get_session(sid).metadata["ip"] == "127.0.0.1"
+    with pytest.raises(InvalidInput, match="trusted_proxies"):
+        pp.sync.ban(sid, address=True)
+    assert pp.sync.list_bans() == [] and not pp.sync.get_session(sid).banned
 
 
 def test_a_storage_without_ban_methods_says_so() -> None:

@@ -27,8 +27,10 @@ from .fakes.telegram import FakeTelegram
 from .test_retention import PNG, make_pp
 
 HEADERS = {"X-PocketPing-Version": "2.6.0"}
-#: Statuses a request racing an erasure may get: done before it, or refused after it.
-RACING = {200, 400, 403, 404}
+#: A download whose file was erased after its headers were sent: the transfer is cut off.
+CUT = 0
+#: Statuses a request racing an erasure may get: done before it, refused after it, or cut off.
+RACING = {200, 400, 403, 404, CUT}
 
 
 def _storage(kind: str, tmp: Path) -> tuple[Any, Callable[[str], dict[str, int]]]:
@@ -92,7 +94,11 @@ async def _upload_flow(http: httpx.AsyncClient, sid: str, seen: list[str], statu
     statuses.append(r.status_code)
     r = await http.post("/upload/complete", json={"sessionId": sid, "attachmentId": ticket["attachmentId"]})
     statuses.append(r.status_code)
-    r = await http.get(f"/attachments/{ticket['attachmentId']}")
+    try:
+        r = await http.get(f"/attachments/{ticket['attachmentId']}")
+    except httpx.RemoteProtocolError:  # erased while its bytes were being sent: cut off
+        statuses.append(CUT)
+        return
     statuses.append(r.status_code)
 
 
@@ -302,3 +308,24 @@ def test_erased_text_leaves_no_copy_in_the_sqlite_files(serve: Callable[[PocketP
         # The other visitor's text is still there, and more can be written.
         assert http.post("/message", json={"sessionId": other, "content": "still here"}).status_code == 200
         assert [m.content for m in pp.sync.get_messages(other)] == ["I stay KEPT-TEXT", "still here"]
+
+
+def test_hook_calls_still_waiting_are_dropped_by_forget(serve: Callable[[PocketPing], str], tmp_path: Path) -> None:
+    """An ``on_message`` hook that is slow: calls queued behind it for an erased visitor are
+    not run with the erased text afterwards."""
+    seen: list[str] = []
+
+    def slow_hook(session: Session, message: Message) -> None:
+        time.sleep(0.5)
+        seen.append(message.content)
+
+    pp = PocketPing(storage=SQLiteStorage(tmp_path / "pp.db"), on_message=slow_hook, rate_limits=None)
+    base = serve(pp)
+    with httpx.Client(base_url=base, timeout=10, headers=HEADERS) as http:
+        sid = http.post("/connect", json={"visitorId": "v-hook", "sessionId": None}).json()["sessionId"]
+        for i in range(6):
+            assert http.post("/message", json={"sessionId": sid, "content": f"private {i}"}).status_code == 200
+        time.sleep(0.2)  # the first call is running
+        pp.sync.forget("v-hook")
+        assert pp.sync.run(pp.hooks.join(5))
+    assert seen == ["private 0"]

@@ -12,6 +12,7 @@ ports or brackets (``203.0.113.11:4444``, ``[2001:db8::1]:443``), and RFC 7239 `
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -28,11 +29,13 @@ _PORT = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$")
 _BRACKETED = re.compile(r"^\[([^\]]+)\](?::\d{1,5})?$")
 
 
+@functools.lru_cache(maxsize=8192)
 def parse(text: str | None) -> Address | None:
     """The address ``text`` names, canonical (see :func:`canonical`), or None if it names none.
 
     Accepts what peers and proxies write: surrounding spaces and quotes, ``[v6]`` and
-    ``[v6]:port``, ``v4:port``, a zone id (``fe80::1%eth0``), any case and zero padding."""
+    ``[v6]:port``, ``v4:port``, a zone id (``fe80::1%eth0``), any case and zero padding.
+    Cached: every request of a client parses the same text."""
     if not text:
         return None
     value = text.strip().strip('"').strip()
@@ -62,6 +65,7 @@ def unmapped(address: Address) -> Address:
     return address
 
 
+@functools.lru_cache(maxsize=8192)
 def canonical(text: str | None) -> str | None:
     """``text``'s address in one spelling (IPv4 dotted quad, IPv6 compressed lower case), or
     None when it is not an address."""
@@ -83,6 +87,7 @@ def network_of(address: Address, ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> Netw
     return ipaddress.IPv6Network((address, ipv6_prefix), strict=False)
 
 
+@functools.lru_cache(maxsize=8192)
 def client_key(text: str | None, ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> str | None:
     """What a client is counted by (rate limits): its IPv4 address, or its IPv6 ``/prefix``
     (``2001:db8:1:2::/64``); None when ``text`` is not an address."""

@@ -75,6 +75,8 @@ class BanBook:
         self._networks: dict[tuple[int, int], set[int]] = {}
         self._users: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        # Bumped by every change made here: a reload that began before one is stale.
+        self._generation = 0
 
     @property
     def active(self) -> bool:
@@ -116,14 +118,17 @@ class BanBook:
         """Read the stored bans (start, then every ``refresh`` seconds)."""
         if not self.supported:
             return
+        generation = self._generation
         rows = await self.storage.list_bans()
-        self._index(_ban_of(row) for row in rows)
+        if generation == self._generation:
+            self._index(_ban_of(row) for row in rows)
 
     async def add(self, kind: str, value: str, reason: str | None = None) -> Ban:
         self._require(f"ban by {kind}")
         if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
             raise InvalidInput("reason must be text of at most 500 characters")
         ban = Ban(kind, value, datetime.now(UTC), reason)
+        self._generation += 1
         await self.storage.save_ban(kind, value, reason=reason)
         self._index([*self._bans.values(), ban])
         return ban
@@ -132,6 +137,7 @@ class BanBook:
         """Lift a ban; False if there was none."""
         self._require(f"unban by {kind}")
         existed = (kind, value) in self._bans
+        self._generation += 1
         await self.storage.delete_ban(kind, value)
         self._index(b for key, b in self._bans.items() if key != (kind, value))
         return existed

@@ -144,17 +144,21 @@ class ChatService:
         return found
 
     @contextlib.asynccontextmanager
-    async def locked(self, sessions: Sequence[Session]) -> AsyncIterator[None]:
-        """Hold the locks of these sessions and of their visitors (visitors first, as
-        ``connect`` takes them), so no change to them on this process runs meanwhile."""
-        keys = sorted({f"visitor:{s.visitor_id}" for s in sessions}) + sorted({s.id for s in sessions})
+    async def locked(self, sessions: Sequence[Session], *, visitors: bool = True) -> AsyncIterator[None]:
+        """Hold the locks of these sessions and (``visitors``) of their visitors, visitors
+        first as ``connect`` takes them, so no change to them on this process runs meanwhile."""
+        keys = sorted({f"visitor:{s.visitor_id}" for s in sessions}) if visitors else []
+        keys += sorted({s.id for s in sessions})
         async with contextlib.AsyncExitStack() as stack:
             for key in keys:
                 await stack.enter_async_context(self.lock(key))
             yield
 
     def forget_sessions(self, session_ids: Iterable[str]) -> None:
-        """Drop what this process keeps in memory about erased sessions: streams, typing."""
+        """Drop what this process keeps in memory about erased sessions: streams, typing,
+        hook calls still waiting."""
+        session_ids = list(session_ids)
+        self.hooks.discard(session_ids)
         for sid in session_ids:
             self.hub.close_channel(sid)
             self._typing_now.pop(sid, None)
@@ -411,21 +415,30 @@ class ChatService:
         extra = self._ban_targets(session, address, user)
         for kind, value in extra:
             await self.bans.add(kind, value, reason)
-        return await self._set_banned(session_id, True)
+        return await self._set_banned(session_id, True, {kind: value for kind, value in extra})
 
     async def unban(self, session_id: str, *, address: bool = False, user: bool = False) -> Session:
-        """Undo :meth:`ban` (with ``address`` / ``user``: those bans too)."""
+        """Undo :meth:`ban` (with ``address`` / ``user``: the address and user bans it made)."""
         session = await self.get_session(session_id)
-        for kind, value in self._ban_targets(session, address, user):
-            await self.bans.remove(kind, value)
+        made = session.data.get("bans_made") or {}
+        for kind, wanted in (("address", address), ("user", user)):
+            if wanted:
+                value = made.get(kind) or dict(self._ban_targets(session, kind == "address", kind == "user"))[kind]
+                await self.bans.remove(kind, value)
         return await self._set_banned(session_id, False)
 
     def _ban_targets(self, session: Session, address: bool, user: bool) -> list[tuple[str, str]]:
         targets = []
         if address:
-            key = self.policy.client_key(session.metadata.get("ip") if isinstance(session.metadata, dict) else None)
+            ip = session.metadata.get("ip") if isinstance(session.metadata, dict) else None
+            key = self.policy.client_key(ip if isinstance(ip, str) else None)
             if not key:
                 raise InvalidInput("this session has no client address to ban")
+            if self.policy.is_trusted_proxy(ip):
+                raise InvalidInput(
+                    f"the session's address {ip} is one of trusted_proxies: banning it would refuse every visitor "
+                    "(is client_ip_header the header your proxy sets?)"
+                )
             targets.append(("address", ban_address_value(key)))
         if user:
             uid = (session.identity or {}).get("id")
@@ -435,13 +448,20 @@ class ChatService:
         return targets
 
     async def ban_address(self, address: str, *, reason: str | None = None) -> Ban:
-        """Refuse every widget request from ``address`` (an address or CIDR range), on every
-        process (within :data:`~pocketping.bans.REFRESH` seconds) and after restarts."""
-        return await self.bans.add("address", ban_address_value(address), reason)
+        """Refuse every widget request from ``address`` (an address or CIDR range; a single
+        IPv6 address bans its ``ipv6_prefix``, as clients are counted), on every process (within
+        :data:`~pocketping.bans.REFRESH` seconds) and after restarts."""
+        return await self.bans.add("address", self._address_ban(address), reason)
 
     async def unban_address(self, address: str) -> bool:
         """Lift an address ban (the same address or range as banned); False if there was none."""
-        return await self.bans.remove("address", ban_address_value(address))
+        return await self.bans.remove("address", self._address_ban(address))
+
+    def _address_ban(self, address: str) -> str:
+        value = ban_address_value(address)
+        if ":" in value and value.endswith("/128"):  # one IPv6 address: its client's prefix
+            value = ban_address_value(self.policy.client_key(value.removesuffix("/128")) or value)
+        return value
 
     async def ban_user(self, user_id: str, *, reason: str | None = None) -> Ban:
         """Refuse the verified user ``user_id`` (an identity your server signed) on every
@@ -455,14 +475,17 @@ class ChatService:
         """The address and user bans in force (session bans are stored with each session)."""
         return self.bans.list()
 
-    async def _set_banned(self, session_id: str, banned: bool) -> Session:
+    async def _set_banned(self, session_id: str, banned: bool, made: dict[str, str] | None = None) -> Session:
         async with self.lock(session_id):
             session = await self.get_session(session_id)
-            if session.banned != banned:
+            if session.banned != banned or made:
                 if banned:
                     session.data["banned"] = True
+                    if made:  # what unban(address=, user=) lifts, whatever the session becomes
+                        session.data["bans_made"] = {**(session.data.get("bans_made") or {}), **made}
                 else:
                     session.data.pop("banned", None)
+                    session.data.pop("bans_made", None)
                 await self.storage.update_session(session)
         if banned:
             self.hub.close_channel(session_id)

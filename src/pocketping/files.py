@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import threading
 import time
 from collections.abc import Iterable
@@ -197,7 +198,9 @@ class LocalFileStore:
             return 0
         for name in names:
             expires, _, attachment_id = name.partition("-")
-            if not expires.isdigit() or int(expires) > now:
+            if not expires.isdigit():
+                continue  # not ours
+            if int(expires) > now:
                 break
             meta = _read_json(self._paths(attachment_id)[1]) if _ID.match(attachment_id) else None
             if meta is not None and meta.get("status") != "ready":
@@ -245,14 +248,29 @@ class LocalFileStore:
         data_path, meta_path = self._paths(attachment_id)
 
         def store() -> None:
-            with self._changing:
-                if not meta_path.exists():  # erased meanwhile: keep nothing
-                    raise InvalidInput(f"no pending upload {attachment_id!r}")
-                tmp = data_path.with_suffix(".part")
-                tmp.write_bytes(data)
-                tmp.replace(data_path)
-                meta["status"] = "uploaded"
-                self._write_meta(meta)
+            # Beside the session's index entries, where its erasure finds it even after a crash.
+            folder = self._session_dir(meta["session_id"])
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f"{attachment_id}.{secrets.token_hex(4)}.part"
+            try:
+                tmp.write_bytes(data)  # outside the lock: a large write holds up nobody
+            except FileNotFoundError:  # the session's entries were erased meanwhile
+                raise InvalidInput(f"no pending upload {attachment_id!r}") from None
+            try:
+                with self._changing:
+                    # Read again: erased, finished or written by another request meanwhile?
+                    current = _read_json(meta_path)
+                    if current is None:
+                        raise InvalidInput(f"no pending upload {attachment_id!r}")
+                    self._check_fresh(current)
+                    if current["status"] != "pending":
+                        raise InvalidInput("this upload is already complete")
+                    tmp.replace(data_path)
+                    current["status"] = "uploaded"
+                    self._write_meta(current)
+                    meta.update(current)
+            finally:
+                tmp.unlink(missing_ok=True)
 
         await anyio.to_thread.run_sync(store)
         return meta
@@ -270,10 +288,15 @@ class LocalFileStore:
 
             def finish() -> None:
                 with self._changing:
-                    if not self._paths(attachment_id)[1].exists():  # erased meanwhile
+                    current = _read_json(self._paths(attachment_id)[1])  # erased meanwhile?
+                    if current is None or current["status"] == "pending":
                         raise InvalidInput(f"attachment {attachment_id!r} has not been uploaded")
-                    self._write_meta(meta)
-                    self._finished_in_index(meta)
+                    current["status"] = "ready"
+                    if url is not None:
+                        current["url"] = url
+                    self._write_meta(current)
+                    self._finished_in_index(current)
+                    meta.update(current)
 
             await anyio.to_thread.run_sync(finish)
         return meta
@@ -300,17 +323,19 @@ class LocalFileStore:
                 except FileNotFoundError:
                     continue
                 for name in names:
+                    if name.endswith(".part"):  # bytes of an upload being written
+                        (folder / name).unlink(missing_ok=True)
+                        continue
                     if name.endswith(".pending") or not _ID.match(name):
                         continue
                     meta = _read_json(self._paths(name)[1])
                     if meta is not None and meta.get("session_id") != session_id:
                         continue  # not this session's (a hash collision): leave it
                     self._remove(name, meta or {"id": name, "session_id": session_id})
+                    (folder / f"{name}.pending").unlink(missing_ok=True)
                     removed += 1
-                for leftover in os.listdir(folder):
-                    (folder / leftover).unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
-                    folder.rmdir()
+                    folder.rmdir()  # only once empty: entries written meanwhile stay findable
             return removed
 
         return await anyio.to_thread.run_sync(erase)

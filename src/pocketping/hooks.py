@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 log = logging.getLogger("pocketping.handlers")
@@ -182,6 +182,19 @@ class HookRunner:
         if not self._to_schedule and self._loop is not None:
             self._loop.call_later(FLUSH_DELAY, self._flush)
         self._to_schedule.append(lane)
+
+    def discard(self, session_ids: Iterable[str]) -> int:
+        """Drop the calls still waiting for these sessions (erased: their hooks must not see
+        them); a call already running finishes. Returns how many were dropped."""
+        dropped = 0
+        with self._lock:
+            for sid in session_ids:
+                lane = self._lanes.get(sid)
+                if lane is not None:
+                    dropped += len(lane.calls)
+                    self._pending -= len(lane.calls)
+                    lane.calls.clear()
+        return dropped
 
     def _drop(self, kind: str, session_id: str) -> None:
         self.dropped += 1

@@ -224,6 +224,7 @@ class Policy:
         self.require_verified_identity = require_verified_identity
         self._warned_proxy = False
         self._warned_hop = False
+        self._warned_header = False
         #: Bans by address and user (the chat service's :class:`~pocketping.bans.BanBook`).
         self.bans: BanBook | None = None
 
@@ -242,12 +243,11 @@ class Policy:
         ``Forwarded``, that is the rightmost hop that is not a trusted proxy (the one the
         nearest trusted proxy saw); for ``X-Real-IP``, its address. Other forwarding headers
         are ignored, so a client cannot choose its own address through them."""
-        peer_address = addresses.parse(peer)
-        peer_text = None if peer_address is None else str(peer_address)
-        if not self.trusted_proxies or peer_address is None or not self._trusted(peer_address):
+        peer_text = addresses.canonical(peer)
+        if not self.trusted_proxies or peer_text is None or not self._trusted(addresses.parse(peer)):
             if forwarded and not self._warned_proxy:
                 self._warn_untrusted_proxy(peer_text)
-            return peer_text if peer_address is not None else peer
+            return peer if peer_text is None else peer_text
         if not forwarded:
             return peer_text
         if self.client_ip_header == "x-real-ip":
@@ -260,9 +260,26 @@ class Policy:
                 self._warn_bad_hop()
                 return peer_text
             if not self._trusted(address):
-                return str(address)
+                return addresses.canonical(hop)
         first = addresses.parse(hops[0]) if hops else None
         return str(first) if first is not None else peer_text
+
+    def check_other_headers(self, peer: str | None, headers: Mapping[bytes, str]) -> None:
+        """Warn once when a trusted proxy sends a forwarding header other than the configured
+        one and not that one: every visitor then has the proxy's address (one rate-limit
+        count, one ban) until ``client_ip_header`` names the header the proxy sets."""
+        if self._warned_header or not self._trusted(addresses.parse(peer)):
+            return
+        others = [h for h in CLIENT_IP_HEADERS if h != self.client_ip_header and h.encode() in headers]
+        if others:
+            self._warned_header = True
+            log.warning(
+                "the trusted proxy %s sends %s but not %s: its own address is used as every client's; "
+                "set client_ip_header to the header it sets",
+                peer,
+                ", ".join(others),
+                self.client_ip_header,
+            )
 
     def client_key(self, ip: str | None) -> str | None:
         """What a client is counted and banned by: its IPv4 address or its IPv6 prefix."""
@@ -290,8 +307,12 @@ class Policy:
                 self.client_ip_header,
             )
 
-    def _trusted(self, address: addresses.Address) -> bool:
-        return any(address in net for net in self.trusted_proxies)
+    def is_trusted_proxy(self, ip: str | None) -> bool:
+        """Whether ``ip`` is (in) one of ``trusted_proxies``."""
+        return self._trusted(addresses.parse(ip))
+
+    def _trusted(self, address: addresses.Address | None) -> bool:
+        return address is not None and any(address in net for net in self.trusted_proxies)
 
     def screen(self, ip: str | None, user_agent: str | None) -> None:
         """:class:`Forbidden` when the filters refuse the client."""

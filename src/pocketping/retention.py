@@ -89,14 +89,15 @@ async def export(chat: ChatService, visitor_id: str) -> dict[str, Any]:
     return {"visitorId": visitor_id, "exportedAt": iso(datetime.now(UTC)), "sessions": sessions}
 
 
-async def erase(chat: ChatService, sessions: Sequence[Session]) -> Removed:
+async def erase(chat: ChatService, sessions: Sequence[Session], *, visitors_locked: bool = False) -> Removed:
     """Erase these sessions everywhere, holding their locks (no change to them on this process
-    runs meanwhile): files, rows, the bridges' work about them (in-flight deliveries are
-    cancelled), files again; their open streams end."""
+    runs meanwhile; ``visitors_locked``: the caller holds their visitors' locks already):
+    files, rows, the bridges' work about them (in-flight deliveries are cancelled), files
+    again; their open streams end and their waiting hook calls are dropped."""
     if not sessions:
         return Removed()
     ids = [s.id for s in sessions]
-    async with chat.locked(sessions):
+    async with chat.locked(sessions, visitors=not visitors_locked):
         files = int(await chat.files.delete_sessions(ids))
         messages = await chat.storage.delete_sessions(ids)
         for listener in chat.listeners:
@@ -112,8 +113,11 @@ async def erase(chat: ChatService, sessions: Sequence[Session]) -> Removed:
 async def forget(chat: ChatService, visitor_id: str) -> Removed:
     require(chat, FORGET_NEEDS, "forget()")
     visitor_id = _visitor(visitor_id)
-    sessions = await chat.storage.find_sessions_by_visitor(visitor_id)
-    removed = await erase(chat, sessions)
+    # Under the visitor's lock: a first connect of this visitor running now finishes before
+    # the sessions are listed (and is erased), or starts after the erasure.
+    async with chat.lock(f"visitor:{visitor_id}"):
+        sessions = await chat.storage.find_sessions_by_visitor(visitor_id)
+        removed = await erase(chat, sessions, visitors_locked=True)
     log.info(
         "forgot a visitor: %d sessions, %d messages, %d files", len(removed.sessions), removed.messages, removed.files
     )
@@ -134,6 +138,8 @@ async def purge(chat: ChatService, before: datetime | str) -> Removed:
             break  # nothing left (or a storage that did not delete: do not spin)
         found = [await chat.storage.get_session(sid) for sid in ids]
         batch = await erase(chat, [s for s in found if s is not None])
+        if not batch.sessions:
+            break  # listed, yet not found by id: do not spin
         total.sessions += batch.sessions
         total.messages += batch.messages
         total.files += batch.files

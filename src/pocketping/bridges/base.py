@@ -292,7 +292,8 @@ class Bridge:
     async def _keep(self, key: str, value: str, session_id: str) -> None:
         """Store a key about a session; :class:`SessionGone` when the storage refuses it
         because the session was erased while the platform call ran."""
-        if not await self.store.bridge_key_set(key, value, session_id=session_id):
+        stored = await self.store.bridge_key_set(key, value, session_id=session_id)
+        if stored is False and not await self.pp.chat.storage.has_session(session_id):
             raise SessionGone(session_id)
 
     async def _still_there(self, session_id: str) -> None:

@@ -210,7 +210,9 @@ class BridgeHub(ChatListener):
         for task in stopping:
             task.cancel()
         if stopping:
-            await asyncio.gather(*stopping, return_exceptions=True)
+            await asyncio.wait(stopping, timeout=5)  # the erasure holds locks: never wait long
+        if self._store is not None and self._store is not self.pp.storage:
+            await self._store.delete_sessions(list(doomed))  # the in-memory outbox of a storage without one
             log.info(
                 "cancelled %d deliveries of erased sessions", len(stopping), extra={"session_id": None, "bridge": None}
             )

@@ -37,7 +37,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from ..errors import StorageCapabilityError
+from ..errors import SessionNotFound, StorageCapabilityError
 from ..models import Message, Session, from_ms, now_ms, to_ms
 
 #: Placeholder in :meth:`BaseStorage.update_message` ``changes``: replaced by the change stamp.
@@ -299,14 +299,17 @@ class StorageAdapter(BaseStorage):
         return from_ms(stamp)
 
     async def save_message(self, session_id: str, message: Message) -> Message:
+        # Read first: a message of a session erased meanwhile is refused, not kept orphaned
+        # (the chat service holds the session's lock, so the erasure cannot slip in between).
+        session = await self.get_session(session_id)
+        if session is None:
+            raise SessionNotFound(session_id)
         stamp = await self._stamp(session_id, to_ms(message.created_at))
         message.created_at = message.updated_at = stamp
         result = await self._call("save_message", session_id, message)
         if self.has("update_session"):  # keep get_sessions() ordered by activity
-            session = await self.get_session(session_id)
-            if session is not None:
-                session.last_activity = stamp
-                await self._call("update_session", session)
+            session.last_activity = stamp
+            await self._call("update_session", session)
         if isinstance(result, Mapping) and "id" in result:
             return Message.from_mapping(result, session_id)
         return message

@@ -456,7 +456,7 @@ class PostgresStorage(BaseStorage):
         async with self.pool.connection() as conn, conn.transaction():
             # Lock the session rows first: a bridge key written for one of them meanwhile
             # waits for this transaction, then finds the session gone.
-            await conn.execute("SELECT id FROM pocketping_sessions WHERE id = ANY(%s) FOR UPDATE", (ids,))
+            await conn.execute("SELECT id FROM pocketping_sessions WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (ids,))
             cur = await conn.execute("DELETE FROM pocketping_messages WHERE session_id = ANY(%s)", (ids,))
             await conn.execute("DELETE FROM pocketping_bridge_outbox WHERE session_id = ANY(%s)", (ids,))
             await conn.execute("DELETE FROM pocketping_bridge_keys WHERE session_id = ANY(%s)", (ids,))

@@ -29,6 +29,11 @@ T = TypeVar("T")
 
 log = logging.getLogger("pocketping")
 
+#: How long a statement waits for another connection's lock.
+BUSY_TIMEOUT_MS = 10_000
+#: How long the checkpoint after an erasure waits for readers (it blocks writes meanwhile).
+CHECKPOINT_WAIT_MS = 1_000
+
 # Each entry moves the schema from version i to i + 1. Never edit a released entry: append.
 MIGRATIONS: list[str] = [
     """
@@ -213,7 +218,7 @@ class SQLiteStorage(BaseStorage):
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
@@ -605,7 +610,12 @@ class SQLiteStorage(BaseStorage):
         overwritten in the file by ``secure_delete``) leave no older copy in ``-wal``."""
 
         def op(c: sqlite3.Connection) -> tuple[int, int, int]:
-            busy, frames, copied = c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            # It holds the write lock while it waits for readers: wait at most a second.
+            c.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
+            try:
+                busy, frames, copied = c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                c.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             return int(busy), int(frames), int(copied)
 
         op.bare = True  # type: ignore[attr-defined]

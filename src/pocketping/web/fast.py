@@ -74,7 +74,10 @@ def headers_of(scope: Scope) -> dict[bytes, str]:
 def client_of(scope: Scope, headers: dict[bytes, str], policy: Policy) -> tuple[str | None, str | None]:
     """The client's address (see :meth:`Policy.client_ip`) and user agent."""
     peer = scope.get("client")
-    ip = policy.client_ip(peer[0] if peer else None, headers.get(policy.client_ip_header_key))
+    forwarded = headers.get(policy.client_ip_header_key)
+    if forwarded is None and policy.trusted_proxies:
+        policy.check_other_headers(peer[0] if peer else None, headers)
+    ip = policy.client_ip(peer[0] if peer else None, forwarded)
     return ip, headers.get(b"user-agent")
 
 
@@ -92,6 +95,7 @@ async def connect_call(
         detail = {"error": "widget_version_unsupported", "detail": text, "minVersion": pp.min_widget_version}
         return 426, detail, headers
     metadata = dict(req.metadata)
+    metadata.pop("ip", None)  # the address is ours to say, never the client's
     if ip:
         metadata["ip"] = ip
     session, _created, messages = await pp.chat.connect(

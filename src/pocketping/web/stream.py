@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..errors import InvalidInput
+from ..errors import Forbidden, InvalidInput
 from ..models import Message, parse_time
 from ..protocol import WidgetEventData, WidgetFrame
 from ..realtime.hub import message_frame
@@ -168,8 +168,14 @@ def stream_ws(pp: PocketPing) -> Callable[[WebSocket], Awaitable[None]]:
             return
         # Only whether it exists: the stream keeps no copy of the session while it stays open.
         session = await pp.chat.find_session(sid)
-        if session is None or session.banned:
-            await ws.close(code=1008, reason="unknown session" if session is None else "blocked")
+        refusal = "unknown session" if session is None else None
+        if session is not None:
+            try:
+                pp.chat.refuse_banned(session)
+            except Forbidden:
+                refusal = "blocked"
+        if refusal is not None:
+            await ws.close(code=1008, reason=refusal)
             return
         await ws.accept()
         sub = pp.hub.subscribe(sid)
