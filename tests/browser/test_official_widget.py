@@ -313,8 +313,8 @@ def test_official_widget_falls_back_to_polling(context: Any, official_site: Site
     expect(widget(page).locator(".pp-message-operator", has_text="Reply over polling")).to_have_count(1)
     expect(widget(page).locator(".pp-message")).to_have_count(2)
     assert page.evaluate("window.ppTransport") is None
+    eventually(page, lambda: any("after=" in u for u in polls))  # the ISO cursor, once its request is seen
     assert all("sessionId=" + sid in u for u in polls)
-    assert any("after=" in u for u in polls)  # the ISO cursor
     # Keep polling a little: every poll (and its screenshot check) must succeed.
     n = len(polls)
     eventually(page, lambda: len(polls) >= n + 2)
@@ -410,7 +410,10 @@ def test_official_widget_read_receipts(context: Any, official_site: Site) -> Non
     eventually(page, lambda: site.messages(sid)[1].status == "read")
     op = site.messages(sid)[1]
     assert op.read_at is not None
-    assert reads and reads[0]["messageIds"] == [op.id] and reads[0]["status"] == "read"
+    # The page's request listener runs on Playwright's event dispatch, which may come after
+    # the server stored the read: wait for the request, do not assume it was dispatched.
+    eventually(page, lambda: bool(reads))
+    assert reads[0]["messageIds"] == [op.id] and reads[0]["status"] == "read"
 
     # Closed window: a new reply counts as unread on the launcher until it is opened.
     widget(page).locator(".pp-close-btn").click()
