@@ -27,6 +27,7 @@ from .errors import (  # noqa: E402
     StorageError,
 )
 from .files import LocalFileStore  # noqa: E402
+from .hours import BusinessHours  # noqa: E402
 from .models import Attachment, Event, Message, Session  # noqa: E402
 from .policy import IpFilter, UaFilter, identity_hash  # noqa: E402
 from .ratelimits import RateLimits  # noqa: E402
@@ -46,6 +47,7 @@ __all__ = [
     "Bridge",
     "BridgeError",
     "Broker",
+    "BusinessHours",
     "ChatListener",
     "ChatService",
     "DiscordBridge",

@@ -38,6 +38,7 @@ from .errors import (
 )
 from .files import attachment_from_meta
 from .hooks import HookRunner
+from .hours import BusinessHours
 from .models import SENDERS, Attachment, Event, Message, Session, compact_json, iso, new_id, parse_time
 from .policy import Policy
 from .protocol import plain_object
@@ -124,6 +125,11 @@ class ChatService:
         self.max_message_length = max_message_length
         self.listeners: list[ChatListener] = []
         self.operator_online = False
+        #: Opening hours (:class:`~pocketping.BusinessHours`); None: someone answers later.
+        self.business_hours: BusinessHours | None = None
+        #: Sent once per session as a ``system`` message when a visitor writes while nobody
+        #: is reachable (None: nothing is sent).
+        self.offline_message: str | None = None
         #: Seconds after which operator typing dots clear by themselves.
         self.typing_ttl = TYPING_TTL
         self._typing_timers: dict[str, asyncio.TimerHandle] = {}
@@ -386,6 +392,23 @@ class ChatService:
         session.status, session.closed_at, session.last_activity = "active", None, current.last_activity
         return True
 
+    def operator_reachable(self) -> bool:
+        """Whether someone may answer soon: an operator is online, or it is within the opening
+        hours (always, without ``business_hours``: an operator answers from a bridge later)."""
+        return self.operator_online or self.business_hours is None or self.business_hours.is_open()
+
+    async def _offline_notice(self, session_id: str) -> None:
+        """The offline message, once per session, when a visitor writes while nobody is reachable."""
+        if self.offline_message is None or self.operator_reachable():
+            return
+        async with self.lock(session_id):
+            session = await self.find_session(session_id)
+            if session is None or session.data.get("offline_notice"):
+                return
+            session.data["offline_notice"] = True
+            await self.storage.update_session(session)
+        await self.send_message(session_id, self.offline_message, type="system")
+
     def refuse_banned(self, session: Session) -> None:
         """:class:`Forbidden` when the session is banned, or its verified user is."""
         if session.banned:
@@ -548,6 +571,8 @@ class ChatService:
         )
         message = await self._store_and_publish(session_id, message)
         await self._visitor_message_stored(session, message)
+        if self.offline_message is not None:
+            await self._offline_notice(session_id)
         return message
 
     async def _store_and_publish(self, session_id: str, message: Message) -> Message:

@@ -19,6 +19,7 @@ from .bans import Ban
 from .chat import ChatService
 from .errors import InvalidInput
 from .hooks import HookRunner
+from .hours import BusinessHours
 from .models import Event, Message, Session
 from .policy import IpFilter, Policy, UaFilter
 from .ratelimits import Limiter, RateLimits
@@ -97,6 +98,8 @@ class PocketPing:
         retention_days: float | None = None,
         retention_interval: float = 3600.0,
         public_url: str | None = None,
+        business_hours: BusinessHours | None = None,
+        offline_message: str | None = None,
     ) -> None:
         if bridge_url is not None:
             parts = urlsplit(bridge_url)
@@ -180,6 +183,12 @@ class PocketPing:
                 client_key=policy.client_key,
             ),
         )
+        if business_hours is not None and not isinstance(business_hours, BusinessHours):
+            raise InvalidInput("business_hours must be a BusinessHours(timezone=..., hours={...}) or None")
+        if offline_message is not None and (not isinstance(offline_message, str) or not offline_message.strip()):
+            raise InvalidInput("offline_message must be a non-empty string or None")
+        self.chat.business_hours = business_hours
+        self.chat.offline_message = offline_message
         #: Purges idle sessions for ``retention_days`` (None without it).
         self.retention: RetentionSchedule | None = None
         if retention_days is not None:
@@ -229,6 +238,15 @@ class PocketPing:
         if value < 1:
             raise InvalidInput("max_message_length must be at least 1")
         self.chat.max_message_length = value
+
+    @property
+    def business_hours(self) -> BusinessHours | None:
+        """The opening hours (``business_hours=``), or None: someone answers at any time."""
+        return self.chat.business_hours
+
+    async def is_open(self) -> bool:
+        """Whether it is within the opening hours now (always True without ``business_hours``)."""
+        return self.chat.business_hours is None or self.chat.business_hours.is_open()
 
     @property
     def operator_online(self) -> bool:

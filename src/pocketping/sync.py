@@ -108,6 +108,9 @@ class SyncPocketPing:
     def mark_read(self, session_id: str, message_ids: Sequence[str], status: str = "read") -> list[Message]:
         return self.run(self._pp.mark_read(session_id, message_ids, status))
 
+    def is_open(self) -> bool:
+        return self.run(self._pp.is_open())
+
     def ban(self, session_id: str, *, address: bool = False, user: bool = False, reason: str | None = None) -> Session:
         return self.run(self._pp.ban(session_id, address=address, user=user, reason=reason))
 

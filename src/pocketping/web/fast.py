@@ -105,7 +105,7 @@ async def connect_call(
         "sessionId": session.id,
         "visitorId": req.visitorId,
         "operatorOnline": pp.operator_online,
-        "operatorReachable": True,
+        "operatorReachable": pp.chat.operator_reachable(),
         "messages": for_visitor([m.to_wire() for m in messages], origin),
     }
     if pp.welcome_message:
