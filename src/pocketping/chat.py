@@ -86,6 +86,9 @@ class ChatListener:
     async def session_closed(self, session: Session, skip: str | None = None) -> None:
         pass
 
+    async def rating_received(self, session: Session, rating: dict[str, Any]) -> None:
+        """The visitor rated the conversation (``{"score", "comment"?}``)."""
+
     async def sessions_erased(self, session_ids: Sequence[str]) -> None:
         """These sessions were erased (``forget``, ``purge``): drop all work about them."""
 
@@ -358,8 +361,21 @@ class ChatService:
                 return False
             session.data["csat"] = rating
             await self.storage.update_session(session)
+        for listener in self.listeners:
+            await listener.rating_received(session, rating)
         await self._widget_event(session, Event("csat", rating, session_id=session.id))
         return True
+
+    async def request_csat(self, session_id: str) -> datetime:
+        """Ask the visitor to rate the conversation: the widget shows its rating card (a
+        ``csat_request`` pushed to the session's open streams). Returns when it was asked."""
+        async with self.lock(session_id):
+            session = await self.visitor_session(session_id)
+            at = datetime.now(UTC)
+            session.data["csat_requested_at"] = iso(at)
+            await self._save_session(session)
+        self.publish(session_id, "csat_request", {"requestedAt": iso(at), "sessionId": session_id})
+        return at
 
     async def close_session(self, session_id: str, *, source: str | None = None) -> Session:
         """Mark the session closed and announce it (event ``session_closed``); ``source``: the

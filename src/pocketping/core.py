@@ -433,6 +433,12 @@ class PocketPing:
         after 5 s or when a message is sent."""
         await self.chat.operator_typing(session_id, is_typing, sender=sender)
 
+    async def request_csat(self, session_id: str) -> datetime:
+        """Ask the visitor to rate the conversation: the official widget shows its rating
+        card; the answer is stored with the session (``session.data["csat"]``), shown in the
+        operators' threads, and given to ``on_event`` as the event ``csat``."""
+        return await self.chat.request_csat(session_id)
+
     async def set_operator_online(self, online: bool) -> None:
         """Operator presence: the widget's "Active now" header; pushed to every open widget."""
         await self.chat.set_operator_online(online)

@@ -108,6 +108,9 @@ class SyncPocketPing:
     def mark_read(self, session_id: str, message_ids: Sequence[str], status: str = "read") -> list[Message]:
         return self.run(self._pp.mark_read(session_id, message_ids, status))
 
+    def request_csat(self, session_id: str) -> datetime:
+        return self.run(self._pp.request_csat(session_id))
+
     def is_open(self) -> bool:
         return self.run(self._pp.is_open())
 

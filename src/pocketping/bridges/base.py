@@ -50,6 +50,7 @@ COMMANDS = {
     "online": "show operators as online in the widget",
     "offline": "show operators as offline",
     "ban": "block this visitor (no more messages or conversations)",
+    "rate": "ask the visitor to rate the conversation",
     "unban": "unblock this visitor",
     "help": "this list",
 }
@@ -277,6 +278,12 @@ class Bridge:
             return self.bold(self.escape(f"🧑‍💼 {who} (via {via}):")) + "\n" + self.escape(message.content)
         if kind == "close":
             return self.bold("🔴 Conversation closed")
+        if kind == "csat":
+            rating = payload.get("rating") or {}
+            text = self.bold(self.escape(f"⭐ Rated {rating.get('score')}/5"))
+            if rating.get("comment"):
+                text += "\n" + self.escape(str(rating["comment"]))
+            return text
         if kind == "notice":
             return str(payload["text"])
         return None
@@ -478,6 +485,9 @@ class Bridge:
         elif name == "info":
             session = await self.pp.get_session(session_id)
             await self.notice(session_id, self.header(session).replace("🆕 New conversation", "ℹ️ Conversation", 1))
+        elif name == "rate":
+            await self.pp.request_csat(session_id)
+            await self.notice(session_id, self.escape("Rating requested: the visitor sees a rating card."))
         elif name in ("online", "offline"):
             await self.pp.set_operator_online(name == "online")
             await self.notice(session_id, self.escape(f"Operators are now shown as {name}."))

@@ -198,6 +198,10 @@ class BridgeHub(ChatListener):
         key = f"{kind}:{message.id}:{stamp}"
         await self._fan_out(message.session_id, kind, key, {"message_id": message.id}, message.metadata.get("bridge"))
 
+    async def rating_received(self, session: Session, rating: dict[str, Any]) -> None:
+        """Show the visitor's rating in each thread (a session is rated once)."""
+        await self._fan_out(session.id, "csat", f"csat:{session.id}", {"rating": rating})
+
     async def session_closed(self, session: Session, skip: str | None = None) -> None:
         await self._fan_out(session.id, "close", f"close:{session.id}:{_now_ms()}", {}, skip)
 

@@ -162,6 +162,8 @@ class RemoteBridge(Bridge):
             }
         elif kind == "close":
             event = {"type": "session_closed", "sessionId": sid, "session": session.to_wire()}
+        elif kind == "csat":
+            event = {"type": "csat_submitted", "sessionId": sid, "rating": job["payload"].get("rating") or {}}
         if event is not None:
             await self.send_event(event)
         await self.job_done(job)
