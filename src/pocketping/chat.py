@@ -39,13 +39,16 @@ from .errors import (
 from .files import attachment_from_meta
 from .hooks import HookRunner
 from .hours import BusinessHours
-from .models import SENDERS, Attachment, Event, Message, Session, compact_json, iso, new_id, parse_time
+from .models import SENDERS, Attachment, Event, Message, Session, compact_json, iso, new_id, parse_time, to_ms
 from .policy import Policy
 from .protocol import plain_object
 from .ratelimits import Limiter
 from .realtime.fanout import Fanout
 from .realtime.hub import ALL, Broker, Hub
-from .storage.base import STAMP, BaseStorage
+from .stats import Stats
+from .stats import from_figures as stats_from_figures
+from .stats import window as stats_window
+from .storage.base import STAMP, BaseStorage, missing_methods
 
 log = logging.getLogger("pocketping")
 
@@ -529,6 +532,23 @@ class ChatService:
         if banned:
             self.hub.close_channel(session_id)
         return session
+
+    # -- statistics (pocketping.stats) --------------------------------------------------------
+
+    async def get_stats(self, since: datetime | str | None = None, until: datetime | str | None = None) -> Stats:
+        """Conversations started in ``[since, until)`` (default: the last 30 days) and what
+        happened in them; aggregated by the storage."""
+        missing = missing_methods(self.storage, ("conversation_stats",))
+        if missing:
+            raise StorageCapabilityError(self.storage, missing, "get_stats()")
+        try:
+            start, end = stats_window(since, until)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"since / until: {exc}") from None
+        if end <= start:
+            raise InvalidInput("until must be after since")
+        figures = await self.storage.conversation_stats(to_ms(start), to_ms(end))
+        return stats_from_figures(start, end, figures)
 
     # -- erasure and retention (pocketping.retention) ---------------------------------------
 

@@ -94,6 +94,58 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_app(spec: str) -> Any:
+    """The ``PocketPing`` named by ``module:attribute`` (the current directory is importable)."""
+    import importlib
+
+    from . import PocketPing
+
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise SystemExit(f"--app must be module:attribute, such as myapp.chat:pp, not {spec!r}")
+    sys.path.insert(0, ".")
+    try:
+        found: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"--app: cannot import {module_name!r}: {exc}") from None
+    for part in attribute.split("."):
+        found = getattr(found, part, None)
+    if not isinstance(found, PocketPing):
+        raise SystemExit(f"--app: {spec} is not a PocketPing instance")
+    return found
+
+
+def stats(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from .errors import PocketPingError
+
+    pp = load_app(args.app)
+
+    async def gather() -> Any:
+        await pp.storage.open()
+        try:
+            return await pp.get_stats(since=args.since, until=args.until)
+        finally:
+            await pp.storage.close()
+
+    try:
+        found = asyncio.run(gather())
+    except PocketPingError as exc:
+        print(f"pocketping stats: {exc}", file=sys.stderr)
+        return 2
+    figures = found.to_dict()
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    for key, value in figures.items():
+        if isinstance(value, float):
+            value = round(value, 3)
+        print(f"{key:>20}  {value}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pocketping", description="PocketPing live chat")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", default="pocketping-demo.db", help="SQLite file (default: %(default)s)")
     p.add_argument("--token", default=None, help="console token (default: a new random one)")
     p.set_defaults(func=demo)
+    p = sub.add_parser("stats", help="conversation statistics of an app's storage")
+    p.add_argument("--app", required=True, help="the PocketPing instance, as module:attribute")
+    p.add_argument("--since", default=None, help="ISO-8601 start (default: 30 days before --until)")
+    p.add_argument("--until", default=None, help="ISO-8601 end (default: now)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=stats)
     from .bridge_server.cli import add_parser as add_bridge_parser
 
     add_bridge_parser(sub)

@@ -27,6 +27,7 @@ from .realtime.brokers import RedisBroker, resync_streams
 from .realtime.hub import Broker, Hub
 from .redaction import protect
 from .retention import PURGE_NEEDS, Removed, RetentionSchedule, require
+from .stats import Stats
 from .storage.base import BaseStorage, ensure_storage
 
 if TYPE_CHECKING:
@@ -489,6 +490,13 @@ class PocketPing:
     def list_bans(self) -> list[Ban]:
         """The address and user bans in force."""
         return self.chat.list_bans()
+
+    async def get_stats(self, *, since: datetime | str | None = None, until: datetime | str | None = None) -> Stats:
+        """Conversations started in ``[since, until)`` (default: the last 30 days): how many,
+        visitor messages, replies by where they came from, response rate, median and 90th
+        percentile first-response time (seconds), unanswered now, CSAT. Computed by the
+        storage's aggregate queries."""
+        return await self.chat.get_stats(since, until)
 
     # -- erasure and retention --------------------------------------------------------------
 

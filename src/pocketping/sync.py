@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .core import PocketPing
     from .models import Event, Message, Session
     from .retention import Removed
+    from .stats import Stats
 
 T = TypeVar("T")
 
@@ -107,6 +108,9 @@ class SyncPocketPing:
 
     def mark_read(self, session_id: str, message_ids: Sequence[str], status: str = "read") -> list[Message]:
         return self.run(self._pp.mark_read(session_id, message_ids, status))
+
+    def get_stats(self, *, since: datetime | str | None = None, until: datetime | str | None = None) -> Stats:
+        return self.run(self._pp.get_stats(since=since, until=until))
 
     def request_csat(self, session_id: str) -> datetime:
         return self.run(self._pp.request_csat(session_id))

@@ -151,6 +151,13 @@ class BaseStorage:
         transaction where the storage has them; returns how many messages were deleted."""
         raise StorageCapabilityError(self, "delete_sessions", "forget() and purge()")
 
+    # -- statistics (optional; PocketPing.get_stats) -------------------------------------------
+
+    async def conversation_stats(self, since_ms: int, until_ms: int) -> dict[str, Any]:
+        """Aggregates of the window ``[since_ms, until_ms)``, see
+        :func:`pocketping.stats.from_figures`."""
+        raise StorageCapabilityError(self, "conversation_stats", "get_stats()")
+
     # -- bans by address and by user (optional; PocketPing.ban_address / ban_user) ------------
 
     async def list_bans(self) -> list[dict[str, Any]]:
@@ -364,6 +371,11 @@ class StorageAdapter(BaseStorage):
             with self._clock_lock:
                 self._last.pop(sid, None)
         return int(deleted or 0)
+
+    async def conversation_stats(self, since_ms: int, until_ms: int) -> dict[str, Any]:
+        if not self.has("conversation_stats"):
+            raise StorageCapabilityError(self.inner, "conversation_stats", "get_stats()")
+        return dict(await self._call("conversation_stats", since_ms, until_ms))
 
     async def list_bans(self) -> list[dict[str, Any]]:
         if not self.has("list_bans"):

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import SessionNotFound
 from ..models import Message, Session, from_ms, now_ms, to_ms
+from ..stats import REPLY_SENDERS, SATISFIED, reply_source
 from .base import BaseStorage, apply_changes, next_stamp
 
 
@@ -267,3 +268,39 @@ class MemoryStorage(BaseStorage):
     async def delete_ban(self, kind: str, value: str) -> None:
         with self._lock:
             self._bans.pop((kind, value), None)
+
+    # -- statistics -----------------------------------------------------------------------------
+
+    async def conversation_stats(self, since_ms: int, until_ms: int) -> dict[str, Any]:
+        def inside(at: datetime) -> bool:
+            return since_ms <= to_ms(at) < until_ms
+
+        with self._lock:
+            sessions = list(self._sessions.values())
+            messages = {sid: list(found) for sid, found in self._messages.items()}
+        figures: dict[str, Any] = {"replies": {}, "first_responses": [], "csat_count": 0, "csat_satisfied": 0}
+        figures["conversations"] = sum(1 for s in sessions if inside(s.created_at))
+        everything = [m for found in messages.values() for m in found]
+        figures["visitor_messages"] = sum(1 for m in everything if m.sender == "visitor" and inside(m.created_at))
+        for m in everything:
+            if m.sender in REPLY_SENDERS and inside(m.created_at):
+                source = reply_source(m.sender, m.metadata)
+                figures["replies"][source] = figures["replies"].get(source, 0) + 1
+        unanswered = 0
+        for s in sessions:
+            found = messages.get(s.id, [])
+            visitor = [to_ms(m.created_at) for m in found if m.sender == "visitor"]
+            replies = [to_ms(m.created_at) for m in found if m.sender in REPLY_SENDERS]
+            if inside(s.created_at) and visitor:
+                later = [r for r in replies if r >= min(visitor)]
+                figures["first_responses"].append((min(visitor), min(later) if later else None))
+            live_visitor = [to_ms(m.created_at) for m in found if m.sender == "visitor" and m.deleted_at is None]
+            live_replies = [to_ms(m.created_at) for m in found if m.sender in REPLY_SENDERS and m.deleted_at is None]
+            if s.status == "active" and live_visitor and (not live_replies or max(live_replies) < max(live_visitor)):
+                unanswered += 1
+            score = (s.data.get("csat") or {}).get("score") if isinstance(s.data.get("csat"), dict) else None
+            if score is not None and inside(s.created_at):
+                figures["csat_count"] += 1
+                figures["csat_satisfied"] += int(int(score) >= SATISFIED)
+        figures["unanswered"] = unanswered
+        return figures

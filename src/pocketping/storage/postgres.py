@@ -137,6 +137,15 @@ _LINE_HEAD = (
 
 _MESSAGE_COLUMNS, _SESSION_COLUMNS, _ms, _dt = MESSAGE_COLUMNS, SESSION_COLUMNS, ms, dt
 
+
+def _json_text(column: str, path: str) -> str:
+    *parents, leaf = path.split(".")
+    return "(" + column + "".join(f"->'{p}'" for p in parents) + f"->>'{leaf}')"
+
+
+_STATS = rows.stats_queries("pocketping_sessions", "pocketping_messages", "%s", _json_text)
+_UNANSWERED = rows.unanswered_query("pocketping_sessions", "pocketping_messages")
+
 # (wanted stamp, wanted stamp, session id, message id, *_message_values) -> the stamp taken.
 # Parameters are cast: in INSERT ... SELECT they get no type from the target columns.
 _SAVE_MESSAGE = (
@@ -480,3 +489,23 @@ class PostgresStorage(BaseStorage):
     async def delete_ban(self, kind: str, value: str) -> None:
         async with self.pool.connection() as conn:
             await conn.execute("DELETE FROM pocketping_bans WHERE kind = %s AND value = %s", (kind, value))
+
+    # -- statistics -----------------------------------------------------------------------------
+
+    async def conversation_stats(self, since_ms: int, until_ms: int) -> dict[str, Any]:
+        window = (since_ms, until_ms)
+        async with self.pool.connection() as conn:
+
+            async def rows_of(sql: str, params: tuple[Any, ...] = window) -> list[tuple[Any, ...]]:
+                return await (await conn.execute(sql, params)).fetchall()
+
+            csat = (await rows_of(_STATS["csat"]))[0]
+            return {
+                "conversations": (await rows_of(_STATS["conversations"]))[0][0],
+                "visitor_messages": (await rows_of(_STATS["visitor_messages"]))[0][0],
+                "replies": dict(await rows_of(_STATS["replies"])),
+                "first_responses": await rows_of(_STATS["first_responses"]),
+                "unanswered": (await rows_of(_UNANSWERED, ()))[0][0],
+                "csat_count": csat[0],
+                "csat_satisfied": csat[1],
+            }

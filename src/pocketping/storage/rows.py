@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import StorageError
 from ..models import Attachment, Message, Session, from_ms, to_ms
+from ..stats import SATISFIED
 
 MESSAGE_COLUMNS = (
     "id, session_id, created_ms, updated_ms, sender, content, status, delivered_ms, read_ms, "
@@ -144,3 +145,49 @@ def outbox_job(r: tuple[Any, ...]) -> dict[str, Any]:
         "attempts": r[6],
         "reclaimed": r[7] == "inflight",
     }
+
+
+def stats_queries(sessions: str, messages: str, mark: str, text: Callable[[str, str], str]) -> dict[str, str]:
+    """The aggregate queries of ``conversation_stats``, for both SQL storages: table names,
+    the placeholder (``?`` or ``%s``) and how to read text at a JSON path (``text(column,
+    "a.b")``) are theirs. Each takes the window's (start ms, end ms)."""
+    score = text("data", "csat.score")
+    source = (
+        f"CASE WHEN sender = 'ai' THEN 'ai' WHEN {text('metadata', 'bridge')} IS NOT NULL THEN "
+        f"{text('metadata', 'bridge')} WHEN {text('metadata', 'source')} IS NOT NULL THEN "
+        f"{text('metadata', 'source')} ELSE 'api' END"
+    )
+    return {
+        "conversations": f"SELECT count(*) FROM {sessions} WHERE created_ms >= {mark} AND created_ms < {mark}",
+        "visitor_messages": (
+            f"SELECT count(*) FROM {messages} WHERE sender = 'visitor' AND created_ms >= {mark} AND created_ms < {mark}"
+        ),
+        "replies": (
+            f"SELECT {source} AS src, count(*) FROM {messages} WHERE sender IN ('operator', 'ai') "
+            f"AND created_ms >= {mark} AND created_ms < {mark} GROUP BY src"
+        ),
+        # Per conversation of the window in which the visitor wrote: its first visitor message
+        # and the first reply at or after it.
+        "first_responses": (
+            f"SELECT v.fv, (SELECT min(r.created_ms) FROM {messages} r WHERE r.session_id = v.sid "
+            "AND r.sender IN ('operator', 'ai') AND r.created_ms >= v.fv) "
+            f"FROM (SELECT m.session_id AS sid, min(m.created_ms) AS fv FROM {messages} m "
+            f"JOIN {sessions} s ON s.id = m.session_id WHERE s.created_ms >= {mark} AND s.created_ms < {mark} "
+            "AND m.sender = 'visitor' GROUP BY m.session_id) v"
+        ),
+        "csat": (
+            f"SELECT count(*), coalesce(sum(CASE WHEN CAST({score} AS INTEGER) >= {SATISFIED} THEN 1 ELSE 0 END), 0) "
+            f"FROM {sessions} WHERE {score} IS NOT NULL AND created_ms >= {mark} AND created_ms < {mark}"
+        ),
+    }
+
+
+def unanswered_query(sessions: str, messages: str) -> str:
+    """Active sessions whose last visitor message has no reply after it (no window)."""
+    return (
+        "SELECT count(*) FROM (SELECT session_id, "
+        "max(CASE WHEN sender = 'visitor' THEN created_ms END) AS lv, "
+        "max(CASE WHEN sender IN ('operator', 'ai') THEN created_ms END) AS lr "
+        f"FROM {messages} WHERE deleted_ms IS NULL GROUP BY session_id) x JOIN {sessions} s ON s.id = x.session_id "
+        "WHERE s.status = 'active' AND x.lv IS NOT NULL AND (x.lr IS NULL OR x.lr < x.lv)"
+    )

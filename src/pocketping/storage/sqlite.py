@@ -116,6 +116,9 @@ MIGRATIONS: list[str] = [
 
 _MESSAGE_COLUMNS, _SESSION_COLUMNS, _ms, _dt = MESSAGE_COLUMNS, SESSION_COLUMNS, ms, dt
 
+_STATS = rows.stats_queries("sessions", "messages", "?", lambda column, path: f"json_extract({column}, '$.{path}')")
+_UNANSWERED = rows.unanswered_query("sessions", "messages")
+
 
 def _message_from_row(r: tuple[Any, ...]) -> Message:
     return rows.message_from_row(r, json.loads)
@@ -650,3 +653,21 @@ class SQLiteStorage(BaseStorage):
             c.execute("DELETE FROM bans WHERE kind = ? AND value = ?", (kind, value))
 
         await self._run(self._write, op)
+
+    # -- statistics -----------------------------------------------------------------------------
+
+    async def conversation_stats(self, since_ms: int, until_ms: int) -> dict[str, Any]:
+        def op() -> dict[str, Any]:
+            db, window = self._db(), (since_ms, until_ms)
+            csat = db.execute(_STATS["csat"], window).fetchone()
+            return {
+                "conversations": db.execute(_STATS["conversations"], window).fetchone()[0],
+                "visitor_messages": db.execute(_STATS["visitor_messages"], window).fetchone()[0],
+                "replies": dict(db.execute(_STATS["replies"], window).fetchall()),
+                "first_responses": db.execute(_STATS["first_responses"], window).fetchall(),
+                "unanswered": db.execute(_UNANSWERED).fetchone()[0],
+                "csat_count": csat[0],
+                "csat_satisfied": csat[1],
+            }
+
+        return await self._run(op)

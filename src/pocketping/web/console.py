@@ -165,7 +165,9 @@ def build_console_app(pp: PocketPing) -> ASGIApp:
     async def reply(request: Request) -> Response:
         authorised(request)
         data = await body(request)
-        message = await pp.send_message(request.path_params["sid"], data.get("content"), type="operator")
+        message = await pp.send_message(
+            request.path_params["sid"], data.get("content"), type="operator", metadata={"source": "console"}
+        )
         return JSONResponse({"message": message.to_wire()}, headers=CONSOLE_HEADERS)
 
     async def typing(request: Request) -> Response:
