@@ -21,6 +21,7 @@ from .errors import InvalidInput
 from .hooks import HookRunner
 from .hours import BusinessHours
 from .models import Event, Message, Session
+from .outbox import Outbox
 from .policy import IpFilter, Policy, UaFilter
 from .ratelimits import Limiter, RateLimits
 from .realtime.brokers import RedisBroker, resync_streams
@@ -200,13 +201,17 @@ class PocketPing:
             from .bridges.remote import RemoteBridge
 
             self.bridges.append(RemoteBridge.for_url(bridge_url))
-        #: The bridges' outbox and worker (None without bridges).
+        #: Everything that leaves the process (bridge posts, webhooks) goes through it.
+        self.outbox = Outbox(self)
+        #: The bridges' listener (None without bridges); their jobs go through ``outbox``.
         self.bridge_hub: BridgeHub | None = None
         if self.bridges:
             from .bridges.queue import BridgeHub
 
-            self.bridge_hub = BridgeHub(self, self.bridges)
+            self.bridge_hub = BridgeHub(self, self.bridges, self.outbox)
             self.chat.listeners.append(self.bridge_hub)
+        if self.outbox.destinations:
+            self.chat.listeners.append(self.outbox)
         for kind, fn in (("session_start", on_session_start), ("message", on_message), ("event", on_event)):
             if fn is not None:
                 self.hooks.add(kind, fn)  # type: ignore[arg-type]
@@ -289,6 +294,8 @@ class PocketPing:
                 await self.broker.start()
             if self.bridge_hub is not None:
                 await self.bridge_hub.start()
+            if self.outbox.destinations:
+                await self.outbox.start()
             self.hooks.start()
             if self.retention is not None:
                 self.retention.start()
@@ -311,6 +318,7 @@ class PocketPing:
         if self.broker is not None:
             await self.broker.stop()
         await self.chat.limiter.close()
+        await self.outbox.stop()
         if self.bridge_hub is not None:
             await self.bridge_hub.stop()
         await self.storage.close()

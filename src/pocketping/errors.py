@@ -8,11 +8,15 @@ PocketPingError
 ├── RateLimited                         over a rate limit; carries ``.retry_after`` (s)
 ├── StorageError
 │   └── StorageCapabilityError          the storage lacks an optional method
-├── BridgeError                         carries ``.bridge``
+├── DeliveryError                       an outbox job refused for good
+│   ├── TemporaryDeliveryError          ... or to be retried (``.retry_after``)
+│   └── BridgeError                     carries ``.bridge``
 └── AuthError                           a console or bridge-callback request failed verification
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class PocketPingError(Exception):
@@ -96,11 +100,26 @@ class StorageCapabilityError(StorageError):
         self.method = methods[0]
 
 
-class BridgeError(PocketPingError):
+class DeliveryError(PocketPingError):
+    """An outbox job its destination refuses for good (kept as dead, not retried)."""
+
+    code = "delivery_error"
+
+
+class TemporaryDeliveryError(DeliveryError):
+    """An outbox job that may work later (network error, 5xx, 429): retried after the
+    destination's delay, or ``retry_after`` seconds when the other side said so."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class BridgeError(DeliveryError):
     code = "bridge_error"
 
-    def __init__(self, message: str, *, bridge: str) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, bridge: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
         self.bridge = bridge
 
 

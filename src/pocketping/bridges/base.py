@@ -29,8 +29,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import BridgeError, InvalidInput, MessageNotFound, PocketPingError, SessionNotFound
+from ..errors import (
+    BridgeError,
+    InvalidInput,
+    MessageNotFound,
+    PocketPingError,
+    SessionNotFound,
+    TemporaryDeliveryError,
+)
 from ..models import Message, Session
+from ..outbox import Destination
 from ..web.parsing import BadRequest, bad_request, load_object, request_body, require_json
 
 if TYPE_CHECKING:
@@ -56,12 +64,11 @@ COMMANDS = {
 }
 
 
-class TemporaryBridgeError(BridgeError):
+class TemporaryBridgeError(BridgeError, TemporaryDeliveryError):
     """A platform call that may work later (network error, 5xx, 429): retried with backoff."""
 
     def __init__(self, message: str, *, bridge: str, retry_after: float | None = None) -> None:
-        super().__init__(message, bridge=bridge)
-        self.retry_after = retry_after
+        super().__init__(message, bridge=bridge, retry_after=retry_after)
 
 
 class ThreadGone(BridgeError):
@@ -80,7 +87,7 @@ class SessionGone(Exception):
     """The session a delivery is about was erased while it ran: the job stops, keeping nothing."""
 
 
-class Bridge:
+class Bridge(Destination):
     """Base class of :class:`TelegramBridge`, :class:`SlackBridge` and :class:`DiscordBridge`,
     and of your own: set :attr:`name`, implement :meth:`escape`, :meth:`bold`,
     :meth:`create_thread`, :meth:`post`, :meth:`edit` and :meth:`remove`, and feed operator
@@ -99,6 +106,8 @@ class Bridge:
     timeout = 10.0
     retry_base = 0.5
     retry_cap = 15.0
+    logger = "pocketping.bridges"
+    refuser = "the platform"
 
     def __init__(self) -> None:
         self.hub: BridgeHub | None = None
