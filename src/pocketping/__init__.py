@@ -17,6 +17,7 @@ from .errors import (  # noqa: E402
     AttachmentNotFound,
     AuthError,
     BridgeError,
+    DeliveryError,
     Forbidden,
     InvalidInput,
     MessageNotFound,
@@ -25,6 +26,7 @@ from .errors import (  # noqa: E402
     SessionNotFound,
     StorageCapabilityError,
     StorageError,
+    TemporaryDeliveryError,
 )
 from .files import LocalFileStore  # noqa: E402
 from .hours import BusinessHours  # noqa: E402
@@ -37,6 +39,7 @@ from .retention import Removed  # noqa: E402
 from .storage import BaseStorage, MemoryStorage, SQLiteStorage  # noqa: E402
 from .storage.base import StorageAdapter  # noqa: E402
 from .storage.postgres import PostgresStorage  # noqa: E402  (psycopg is imported on construction)
+from .webhooks import WebhookEndpoint, WebhookVerificationError, new_webhook_secret, verify_webhook  # noqa: E402
 
 __all__ = [
     "Attachment",
@@ -50,6 +53,7 @@ __all__ = [
     "BusinessHours",
     "ChatListener",
     "ChatService",
+    "DeliveryError",
     "DiscordBridge",
     "Event",
     "Forbidden",
@@ -75,7 +79,12 @@ __all__ = [
     "StorageCapabilityError",
     "StorageError",
     "TelegramBridge",
+    "TemporaryDeliveryError",
     "UaFilter",
+    "WebhookEndpoint",
+    "WebhookVerificationError",
     "__version__",
     "identity_hash",
+    "new_webhook_secret",
+    "verify_webhook",
 ]

@@ -89,6 +89,12 @@ class ChatListener:
     async def session_closed(self, session: Session, skip: str | None = None) -> None:
         pass
 
+    async def event_received(self, session: Session, event: Event) -> None:
+        """A custom event from the widget."""
+
+    async def visitor_identified(self, session: Session) -> None:
+        """The visitor's identity was set or changed (``identify``)."""
+
     async def rating_received(self, session: Session, rating: dict[str, Any]) -> None:
         """The visitor rated the conversation (``{"score", "comment"?}``)."""
 
@@ -340,7 +346,10 @@ class ChatService:
             session.identity = identity
             session.data["identity_verified"] = verified
 
-        return await self._update(session_id, change, by_visitor=True)
+        session = await self._update(session_id, change, by_visitor=True)
+        for listener in self.listeners:
+            await listener.visitor_identified(session)
+        return session
 
     async def save_prechat(self, session_id: str, data: dict[str, Any]) -> Session:
         """Store the pre-chat form's answers (an email or a phone number at least)."""
@@ -882,6 +891,8 @@ class ChatService:
         if session is None or session.banned:
             return None
         event = Event(name, data or {}, timestamp or datetime.now(UTC), session_id)
+        for listener in self.listeners:
+            await listener.event_received(session, event)
         await self._widget_event(session, event)
         return event
 

@@ -30,6 +30,7 @@ from .redaction import protect
 from .retention import PURGE_NEEDS, Removed, RetentionSchedule, require
 from .stats import Stats
 from .storage.base import BaseStorage, ensure_storage
+from .webhooks import WebhookEndpoint, Webhooks
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -102,6 +103,9 @@ class PocketPing:
         public_url: str | None = None,
         business_hours: BusinessHours | None = None,
         offline_message: str | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        webhooks: Sequence[WebhookEndpoint] | None = None,
     ) -> None:
         if bridge_url is not None:
             parts = urlsplit(bridge_url)
@@ -210,6 +214,20 @@ class PocketPing:
 
             self.bridge_hub = BridgeHub(self, self.bridges, self.outbox)
             self.chat.listeners.append(self.bridge_hub)
+        endpoints = list(webhooks or ())
+        if any(not isinstance(e, WebhookEndpoint) for e in endpoints):
+            raise InvalidInput("webhooks must be a list of WebhookEndpoint(url=..., secret=..., events=[...])")
+        if webhook_url is not None:
+            if webhook_secret is None:
+                raise InvalidInput("webhook_url needs webhook_secret: make one with pocketping.new_webhook_secret()")
+            endpoints.insert(0, WebhookEndpoint(url=webhook_url, secret=webhook_secret))
+        elif webhook_secret is not None:
+            raise InvalidInput("webhook_secret is given without webhook_url")
+        protect(webhook_secret, *(e.secret for e in endpoints))
+        #: The webhooks' listener (None without endpoints); their jobs go through ``outbox``.
+        self.webhooks: Webhooks | None = Webhooks(self.outbox, endpoints) if endpoints else None
+        if self.webhooks is not None:
+            self.chat.listeners.append(self.webhooks)
         if self.outbox.destinations:
             self.chat.listeners.append(self.outbox)
         for kind, fn in (("session_start", on_session_start), ("message", on_message), ("event", on_event)):
