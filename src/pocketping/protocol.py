@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import from_json
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
 
@@ -239,3 +240,16 @@ class ErrorResponse(_Out):
 
     error: str
     detail: Any = None
+
+
+def load_object(body: bytes) -> dict[str, Any]:
+    """A JSON object from a request body; ValueError (``invalid JSON: ...``, ``expected an
+    object``) for anything else, however it is malformed: nesting over 200 levels, lone UTF-16
+    surrogates (which no database could store) and invalid UTF-8 included."""
+    try:
+        data = from_json(body)
+    except ValueError as exc:
+        raise ValueError(f"invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("expected an object")
+    return data

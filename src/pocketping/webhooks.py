@@ -17,7 +17,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import logging
 import random
 import secrets
@@ -33,6 +32,7 @@ from .chat import ChatListener
 from .errors import AuthError, InvalidInput, TemporaryDeliveryError
 from .models import Event, Message, Session, compact_json, iso, new_id
 from .outbox import Destination
+from .protocol import load_object
 from .stats import reply_source
 
 if TYPE_CHECKING:
@@ -117,12 +117,9 @@ def verify_webhook(
     if not hmac.compare_digest(given["x-pocketping-signature"].encode(), expected["X-PocketPing-Signature"].encode()):
         raise WebhookVerificationError("X-PocketPing-Signature does not match")
     try:
-        event = json.loads(raw)
+        return load_object(raw)
     except ValueError as exc:
-        raise WebhookVerificationError(f"the body is not JSON: {exc}") from None
-    if not isinstance(event, dict):
-        raise WebhookVerificationError("the body is not a JSON object")
-    return event
+        raise WebhookVerificationError(f"the body is not a JSON object: {exc}") from None
 
 
 class WebhookEndpoint(Destination):

@@ -24,8 +24,9 @@ from ..bridges.remote import NO_KEY, auth_headers, check_auth
 from ..core import PocketPing
 from ..errors import BridgeError, Forbidden, MessageNotFound, PocketPingError, SessionNotFound
 from ..models import Message, Session, compact_json, iso
+from ..protocol import load_object
 from ..redaction import protect
-from ..web.parsing import BadRequest, bad_request, load_object, request_body, require_json
+from ..web.parsing import BadRequest, bad_request, request_body, require_json
 from .envelopes import WireMessage, WireSession, checked
 
 log = logging.getLogger("pocketping.bridges")

@@ -39,7 +39,8 @@ from ..errors import (
 )
 from ..models import Message, Session
 from ..outbox import Destination
-from ..web.parsing import BadRequest, bad_request, load_object, request_body, require_json
+from ..protocol import load_object
+from ..web.parsing import BadRequest, bad_request, request_body, require_json
 
 if TYPE_CHECKING:
     from ..core import PocketPing

@@ -29,8 +29,9 @@ from starlette.types import ASGIApp, Scope
 
 from ..errors import AuthError, InvalidInput, PocketPingError
 from ..models import Message, Session, iso
+from ..protocol import load_object
 from ..realtime.hub import ALL
-from .parsing import BadRequest, error_response, load_object, read_body
+from .parsing import BadRequest, error_response, read_body
 
 if TYPE_CHECKING:
     from ..core import PocketPing

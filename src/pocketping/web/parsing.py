@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import from_json
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -155,19 +154,6 @@ def parse_body(body: bytes, model: type[M]) -> M:
             raise BadRequest(400, "invalid_json", "request body must be a JSON object") from None
         detail = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in errs]
         raise BadRequest(400, "invalid_input", detail) from None
-
-
-def load_object(body: bytes) -> dict[str, Any]:
-    """A JSON object from a request body; ValueError (``invalid JSON: ...``, ``expected an
-    object``) for anything else, however it is malformed: nesting over 200 levels, lone UTF-16
-    surrogates (which no database could store) and invalid UTF-8 included."""
-    try:
-        data = from_json(body)
-    except ValueError as exc:
-        raise ValueError(f"invalid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError("expected an object")
-    return data
 
 
 class BadRequest(Exception):
