@@ -1,14 +1,18 @@
-"""The bridges' durable outbox and key-value map, on every built-in storage (memory, SQLite and a
-real PostgreSQL cluster)."""
+"""The durable outbox and the key-value map, on every built-in storage (memory, SQLite and a
+real PostgreSQL cluster), and jobs due later across a restart."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pocketping import MemoryStorage, PostgresStorage, SQLiteStorage
+from pocketping import MemoryStorage, PocketPing, PostgresStorage, SQLiteStorage
+from pocketping.outbox import Destination
 from pocketping.storage.base import BaseStorage
 
 from . import services
@@ -92,3 +96,56 @@ async def test_outbox_survives_reopen(kind: str, tmp_path: Path) -> None:
         assert await s2.bridge_key_get("slack:thread:s1") == "1700000000.000100"
     finally:
         await s2.close()
+
+
+async def test_a_job_due_later_waits_and_holds_its_line(storage: BaseStorage) -> None:
+    later = await storage.outbox_add("email", "s1", "email", "mail:1", {"n": 1}, due_ms=10_000)
+    behind = await storage.outbox_add("email", "s1", "email", "mail:2", {"n": 2})
+    other = await storage.outbox_add("email", "s2", "email", "mail:3", {"n": 3})
+    assert [r["id"] for r in await storage.outbox_claim(now_ms=9_999, lease_ms=60_000, limit=10)] == [other]
+    assert await storage.outbox_next_due() == 10_000
+    assert [r["id"] for r in await storage.outbox_claim(now_ms=10_000, lease_ms=60_000, limit=10)] == [later]
+    await storage.outbox_done(later)
+    assert [r["id"] for r in await storage.outbox_claim(now_ms=10_001, lease_ms=60_000, limit=10)] == [behind]
+
+
+class Recorder(Destination):
+    """A destination of the test's own: records what the outbox hands it."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[float, str]] = []
+
+    async def deliver(self, job: dict[str, Any]) -> None:
+        self.jobs.append((time.time(), job["key"]))
+
+
+async def test_a_delayed_job_survives_a_restart(tmp_path: Path) -> None:
+    def app() -> tuple[PocketPing, Recorder]:
+        pp = PocketPing(storage=SQLiteStorage(tmp_path / "later.db"), rate_limits=None)
+        recorder = Recorder()
+        pp.outbox.add(recorder)
+        return pp, recorder
+
+    first, seen_first = app()
+    await first.start()
+    session = (await first.chat.connect("v-later")).session
+    await first.outbox.enqueue("recorder", session.id, "mail", "mail:later", {}, delay=1.5)
+    queued_at = time.time()
+    await first.outbox.start()
+    await asyncio.sleep(0.3)
+    await first.stop()  # before it is due
+    assert seen_first.jobs == []
+    second, seen = app()
+    await second.start()
+    await second.outbox.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not seen.jobs:
+            assert time.monotonic() < deadline, "the delayed job never ran"
+            await asyncio.sleep(0.05)
+        assert [key for _, key in seen.jobs] == ["mail:later"]
+        assert seen.jobs[0][0] - queued_at >= 1.4
+    finally:
+        await second.stop()

@@ -154,9 +154,24 @@ class Outbox(ChatListener):
 
     # -- queueing ---------------------------------------------------------------------------
 
-    async def enqueue(self, destination: str, session_id: str, kind: str, key: str, payload: dict[str, Any]) -> None:
-        """Write a job (durably, before returning) and wake the worker."""
-        await self.store.outbox_add(destination, session_id, kind, key, payload)
+    async def enqueue(
+        self,
+        destination: str,
+        session_id: str,
+        kind: str,
+        key: str,
+        payload: dict[str, Any],
+        *,
+        delay: float = 0.0,
+    ) -> None:
+        """Write a job (durably, before returning) and wake the worker. ``delay`` (s): the job
+        is due that much later, across restarts; until then it holds its (destination,
+        session) line, so later jobs of the line wait behind it."""
+        due_ms = now_ms() + int(delay * 1000) if delay > 0 else 0
+        if due_ms:
+            await self.store.outbox_add(destination, session_id, kind, key, payload, due_ms=due_ms)
+        else:
+            await self.store.outbox_add(destination, session_id, kind, key, payload)
         self._wake.set()
 
     async def sessions_erased(self, session_ids: Sequence[str]) -> None:

@@ -101,8 +101,11 @@ class BaseStorage:
 
     # -- bridges: durable outbox and key-value map (optional; see pocketping.bridges.queue) ----
 
-    async def outbox_add(self, bridge: str, session_id: str, kind: str, key: str, payload: dict[str, Any]) -> int:
-        """Queue a platform call; returns its id. Calls of one (bridge, session) run in id order."""
+    async def outbox_add(
+        self, bridge: str, session_id: str, kind: str, key: str, payload: dict[str, Any], *, due_ms: int = 0
+    ) -> int:
+        """Queue a job for a destination; returns its id. Jobs of one (destination, session) line
+        run in id order; ``due_ms`` (Unix ms): not before then (a job due later holds its line)."""
         raise StorageCapabilityError(self, "outbox_add", "durable bridge delivery")
 
     async def outbox_claim(self, *, now_ms: int, lease_ms: int, limit: int) -> list[dict[str, Any]]:

@@ -141,7 +141,9 @@ class MemoryStorage(BaseStorage):
 
     # -- bridges: outbox and key-value map ---------------------------------------------------
 
-    async def outbox_add(self, bridge: str, session_id: str, kind: str, key: str, payload: dict[str, Any]) -> int:
+    async def outbox_add(
+        self, bridge: str, session_id: str, kind: str, key: str, payload: dict[str, Any], *, due_ms: int = 0
+    ) -> int:
         with self._lock:
             self._outbox_seq += 1
             self._outbox[self._outbox_seq] = {
@@ -152,7 +154,7 @@ class MemoryStorage(BaseStorage):
                 "key": key,
                 "payload": dict(payload),
                 "attempts": 0,
-                "due_ms": 0,
+                "due_ms": due_ms,
                 "state": "pending",
                 "claimed_ms": 0,
             }

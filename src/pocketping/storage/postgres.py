@@ -366,7 +366,9 @@ class PostgresStorage(BaseStorage):
 
     # -- bridges: outbox and key-value map ---------------------------------------------------
 
-    async def outbox_add(self, bridge: str, session_id: str, kind: str, key: str, payload: dict[str, Any]) -> int:
+    async def outbox_add(
+        self, bridge: str, session_id: str, kind: str, key: str, payload: dict[str, Any], *, due_ms: int = 0
+    ) -> int:
         async with self.pool.connection() as conn, conn.transaction():
             # One writer per line at a time, until commit: ids of a line are then visible in id
             # order, so a claimer never runs a later call while an earlier one is uncommitted.
@@ -374,9 +376,9 @@ class PostgresStorage(BaseStorage):
                 "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (OUTBOX_LOCK_SPACE, f"{bridge}\x1f{session_id}")
             )
             cur = await conn.execute(
-                "INSERT INTO pocketping_bridge_outbox (bridge, session_id, kind, key, payload) "
-                "VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                (bridge, session_id, kind, key, json.dumps(payload)),
+                "INSERT INTO pocketping_bridge_outbox (bridge, session_id, kind, key, payload, due_ms) "
+                "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                (bridge, session_id, kind, key, json.dumps(payload), due_ms),
             )
             row = await cur.fetchone()
         assert row is not None

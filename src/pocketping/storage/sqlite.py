@@ -482,12 +482,15 @@ class SQLiteStorage(BaseStorage):
 
     # -- bridges: outbox and key-value map ---------------------------------------------------
 
-    async def outbox_add(self, bridge: str, session_id: str, kind: str, key: str, payload: dict[str, Any]) -> int:
-        params = (bridge, session_id, kind, key, json.dumps(payload))
+    async def outbox_add(
+        self, bridge: str, session_id: str, kind: str, key: str, payload: dict[str, Any], *, due_ms: int = 0
+    ) -> int:
+        params = (bridge, session_id, kind, key, json.dumps(payload), due_ms)
 
         def op(c: sqlite3.Connection) -> int:
             cur = c.execute(
-                "INSERT INTO bridge_outbox (bridge, session_id, kind, key, payload) VALUES (?,?,?,?,?)", params
+                "INSERT INTO bridge_outbox (bridge, session_id, kind, key, payload, due_ms) VALUES (?,?,?,?,?,?)",
+                params,
             )
             return int(cur.lastrowid or 0)
 
