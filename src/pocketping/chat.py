@@ -48,7 +48,7 @@ from .realtime.hub import ALL, Broker, Hub
 from .stats import Stats
 from .stats import from_figures as stats_from_figures
 from .stats import window as stats_window
-from .storage.base import STAMP, BaseStorage, missing_methods
+from .storage.base import STAMP, BaseStorage
 
 log = logging.getLogger("pocketping")
 
@@ -441,8 +441,7 @@ class ChatService:
         """:class:`Forbidden` when the session is banned, or its verified user is."""
         if session.banned:
             raise Forbidden("this visitor has been blocked by the site's operators")
-        if session.identity_verified and self.bans.user_banned((session.identity or {}).get("id")):
-            raise Forbidden("this user has been blocked by the site's operators")
+        self._refuse_banned_user(session.identity, session.identity_verified)
 
     def _refuse_banned_user(self, identity: dict[str, Any] | None, verified: bool) -> None:
         if verified and identity and self.bans.user_banned(identity.get("id")):
@@ -547,9 +546,6 @@ class ChatService:
     async def get_stats(self, since: datetime | str | None = None, until: datetime | str | None = None) -> Stats:
         """Conversations started in ``[since, until)`` (default: the last 30 days) and what
         happened in them; aggregated by the storage."""
-        missing = missing_methods(self.storage, ("conversation_stats",))
-        if missing:
-            raise StorageCapabilityError(self.storage, missing, "get_stats()")
         try:
             start, end = stats_window(since, until)
         except (ValueError, TypeError) as exc:

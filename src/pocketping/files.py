@@ -101,15 +101,19 @@ class LocalFileStore:
             for meta_path in self.directory.glob("att_*.json"):
                 meta = _read_json(meta_path)
                 if meta is not None and isinstance(meta.get("session_id"), str):
-                    self._add_to_index(meta)
+                    self._list_under_session(meta)
+                    self._mark_unfinished(meta)
             built.touch()
         self._indexed = True
 
-    def _add_to_index(self, meta: dict[str, Any]) -> None:
+    def _list_under_session(self, meta: dict[str, Any]) -> None:
         folder = self._session_dir(meta["session_id"])
         folder.mkdir(parents=True, exist_ok=True)
         (folder / meta["id"]).touch()
+
+    def _mark_unfinished(self, meta: dict[str, Any]) -> None:
         if meta.get("status") != "ready":
+            folder = self._session_dir(meta["session_id"])
             (folder / f"{meta['id']}.pending").write_text(str(int(meta.get("size") or 0)))
             (self._index / "pending" / _pending_name(meta)).touch()
 
@@ -154,8 +158,8 @@ class LocalFileStore:
                     raise InvalidInput(f"at most {self.max_pending} uploads may be in progress; finish or wait")
                 if pending + size > self.max_pending_bytes:
                     raise InvalidInput(f"uploads in progress may hold at most {self.max_pending_bytes} bytes")
-                self._write_meta(meta)
-                self._add_to_index(meta)
+                self._write_meta(meta)  # listed under its session with it
+                self._mark_unfinished(meta)
 
         await anyio.to_thread.run_sync(reserve)
         return meta
@@ -227,9 +231,7 @@ class LocalFileStore:
         _, meta_path = self._paths(meta["id"])
         tmp = meta_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(meta))
-        folder = self._session_dir(meta["session_id"])
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / meta["id"]).touch()
+        self._list_under_session(meta)
         tmp.replace(meta_path)
 
     async def meta(self, attachment_id: str) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .models import iso, parse_time, to_ms
+from .models import iso, parse_time
 
 #: Senders whose messages count as replies to the visitor.
 REPLY_SENDERS = ("operator", "ai")
@@ -106,7 +106,3 @@ def from_figures(since: datetime, until: datetime, figures: dict[str, Any]) -> S
         csat_count=csat,
         csat_satisfied=(int(figures.get("csat_satisfied") or 0) / csat) if csat else None,
     )
-
-
-def bounds_ms(since: datetime, until: datetime) -> tuple[int, int]:
-    return to_ms(since), to_ms(until)

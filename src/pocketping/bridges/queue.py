@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,7 @@ from starlette.routing import Route
 from ..chat import ChatListener
 from ..errors import StorageCapabilityError
 from ..models import Message, Session
-from ..outbox import Outbox, has_outbox_capability
+from ..outbox import Outbox, now_ms
 from ..storage.base import BaseStorage
 from .base import Bridge, cancel
 
@@ -34,14 +33,6 @@ log = logging.getLogger("pocketping.bridges")
 #: one and queueing it.
 RECOVERY_WINDOW = timedelta(minutes=15)
 RECOVERY_SESSIONS = 1000
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def has_bridge_capability(storage: BaseStorage) -> bool:
-    return has_outbox_capability(storage)
 
 
 class BridgeHub(ChatListener):
@@ -169,7 +160,7 @@ class BridgeHub(ChatListener):
         await self._fan_out(session.id, "csat", f"csat:{session.id}", {"rating": rating})
 
     async def session_closed(self, session: Session, skip: str | None = None) -> None:
-        await self._fan_out(session.id, "close", f"close:{session.id}:{_now_ms()}", {}, skip)
+        await self._fan_out(session.id, "close", f"close:{session.id}:{now_ms()}", {}, skip)
 
     def backoff(self, bridge: Bridge, attempts: int) -> float:
         """The wait before attempt ``attempts + 1`` of a job of ``bridge``."""
