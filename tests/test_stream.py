@@ -234,6 +234,27 @@ def test_ws_replays_recent_messages_on_reconnect(pp: PocketPing, base: str, http
         assert recv_type(ws, "message")["data"]["id"] == m.id
 
 
+def test_sse_without_a_cursor_replays_what_came_before_it_opened(pp: PocketPing, base: str, http: httpx.Client) -> None:
+    # A reply sent between /connect and the stream's opening: the widget has no cursor yet.
+    sid = connect(http)["sessionId"]
+    m = pp.sync.send_message(sid, content="sent before the stream opened")
+    sse = SSEReader(f"{base}/stream?sessionId={sid}")
+    try:
+        event = sse.next(timeout=2.0, type="message")
+        assert event["json"]["data"]["id"] == m.id and event["id"] == event["json"]["data"]["timestamp"]
+    finally:
+        sse.close()
+    # With the cursor of that reply, nothing is replayed twice.
+    later = pp.sync.send_message(sid, content="after")
+    resumed = SSEReader(f"{base}/stream?sessionId={sid}", headers={"Last-Event-ID": event["id"]})
+    try:
+        assert resumed.next(timeout=2.0, type="message")["json"]["data"]["id"] == later.id
+        with pytest.raises(queue.Empty):
+            resumed.next(timeout=0.5, type="message")
+    finally:
+        resumed.close()
+
+
 def test_stream_rejects_unknown_session(base: str, http: httpx.Client) -> None:
     r = http.get("/stream", params={"sessionId": "sess_nope"}, headers={"Accept": "text/event-stream"})
     assert r.status_code == 404 and r.json()["error"] == "session_not_found"

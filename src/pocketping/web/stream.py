@@ -3,8 +3,10 @@
 Both subscribe to the hub *before* reading what the client missed from storage, so nothing
 falls between catch-up and live delivery (a message may arrive twice; clients dedupe by id).
 
-* WebSocket: on open, replays the session's messages changed in the last two minutes (or
-  after ``?after=``), then pushes live frames. Accepts the widget's ``event`` frames.
+* Both, on open, replay the session's messages changed after the client's cursor or, without
+  one, in the last two minutes (a reply sent between ``/connect`` and the stream's opening
+  would otherwise be missed; the widget matches messages by id), then push live frames.
+* WebSocket: accepts the widget's ``event`` frames.
 * SSE: unnamed events whose ``data:`` holds the ``{"type","data"}`` envelope; ``id:`` is the
   change stamp, so ``Last-Event-ID`` (or ``?after=``) resumes exactly; comment heartbeats;
   headers that stop proxies from buffering.
@@ -75,7 +77,7 @@ def stream_http(pp: PocketPing) -> Callable[[Request], Awaitable[Response]]:
             )
         sub = pp.hub.subscribe(sid)
         try:
-            missed = await pp.chat.catch_up(sid, after) if after else []
+            missed = await missed_since(pp, sid, after)
         except BaseException:
             pp.hub.unsubscribe(sub)
             raise
@@ -118,6 +120,14 @@ async def _sse_body(pp: PocketPing, sub: Subscriber, missed: list[Message], open
             watchdog.stop()
         open_sse[0] -= 1
         pp.hub.unsubscribe(sub)
+
+
+async def missed_since(pp: PocketPing, session_id: str, after: datetime | None) -> list[Message]:
+    """What a stream opening now replays: the changes after the client's cursor, or without
+    one the last two minutes' (at most ``REPLAY_LIMIT``)."""
+    if after is not None:
+        return await pp.chat.catch_up(session_id, after)
+    return await pp.chat.catch_up(session_id, datetime.now(UTC) - REPLAY_WINDOW, REPLAY_LIMIT)
 
 
 def _drop_replayed(sub: Subscriber, last: str) -> None:
@@ -270,8 +280,7 @@ class _WSSender:
     async def replay(self, pp: PocketPing, after: datetime | None) -> None:
         """What the client may have missed: since ``after``, or the last two minutes."""
         try:
-            since = after or datetime.now(UTC) - REPLAY_WINDOW
-            missed = await pp.chat.catch_up(self.sub.channel, since, None if after else REPLAY_LIMIT)
+            missed = await missed_since(pp, self.sub.channel, after)
             last = None
             for m in missed:
                 text, last = message_frame(m)
