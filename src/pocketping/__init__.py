@@ -30,6 +30,7 @@ from .errors import (  # noqa: E402
 )
 from .files import LocalFileStore  # noqa: E402
 from .hours import BusinessHours  # noqa: E402
+from .mail import EmailNotifier  # noqa: E402  (aiosmtplib is imported on construction)
 from .models import Attachment, Event, Message, Session  # noqa: E402
 from .policy import IpFilter, UaFilter, identity_hash  # noqa: E402
 from .ratelimits import RateLimits  # noqa: E402
@@ -55,6 +56,7 @@ __all__ = [
     "ChatService",
     "DeliveryError",
     "DiscordBridge",
+    "EmailNotifier",
     "Event",
     "Forbidden",
     "InvalidInput",

@@ -593,8 +593,11 @@ class ChatService:
         content: str,
         attachment_ids: Sequence[str] = (),
         reply_to: str | None = None,
+        *,
+        source: str | None = None,
     ) -> Message:
-        """Store a message from the visitor (reopening a closed session) and relay it."""
+        """Store a message from the visitor (reopening a closed session) and relay it;
+        ``source``: where it came from when not the widget (``email``), kept in its metadata."""
         self.check_content(content, allow_empty=bool(attachment_ids))
         if not content.strip() and not attachment_ids:
             raise InvalidInput("content must not be empty")
@@ -609,6 +612,7 @@ class ChatService:
             created_at=datetime.now(UTC),
             reply_to=reply_to,
             attachments=attachments,
+            metadata={"source": source} if source else {},
         )
         message = await self._store_and_publish(session_id, message)
         await self._visitor_message_stored(session, message)

@@ -20,6 +20,7 @@ from .chat import ChatService
 from .errors import InvalidInput
 from .hooks import HookRunner
 from .hours import BusinessHours
+from .mail import EmailNotifier
 from .models import Event, Message, Session
 from .outbox import Outbox
 from .policy import IpFilter, Policy, UaFilter
@@ -106,6 +107,7 @@ class PocketPing:
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
         webhooks: Sequence[WebhookEndpoint] | None = None,
+        email: EmailNotifier | None = None,
     ) -> None:
         if bridge_url is not None:
             parts = urlsplit(bridge_url)
@@ -228,6 +230,12 @@ class PocketPing:
         self.webhooks: Webhooks | None = Webhooks(self.outbox, endpoints) if endpoints else None
         if self.webhooks is not None:
             self.chat.listeners.append(self.webhooks)
+        if email is not None and not isinstance(email, EmailNotifier):
+            raise InvalidInput("email must be an EmailNotifier(host=..., sender=...) or None")
+        #: The e-mail follow-up (None without it); its jobs go through ``outbox``.
+        self.email = email
+        if email is not None:
+            email.bind(self)
         if self.outbox.destinations:
             self.chat.listeners.append(self.outbox)
         for kind, fn in (("session_start", on_session_start), ("message", on_message), ("event", on_event)):

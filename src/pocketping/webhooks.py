@@ -231,14 +231,14 @@ class Webhooks(ChatListener):
         await self.emit(session.id, "session.started", {"session": session.to_wire()})
 
     async def visitor_message(self, session: Session, message: Message, reopened: bool = False) -> None:
-        await self.emit(session.id, "message.created", _message_data(message, "widget"))
+        await self.emit(session.id, "message.created", _message_data(message))
 
     async def operator_message(self, message: Message) -> None:
-        await self.emit(message.session_id, "message.created", _message_data(message, None))
+        await self.emit(message.session_id, "message.created", _message_data(message))
 
     async def message_changed(self, message: Message) -> None:
         kind = "message.deleted" if message.deleted_at is not None else "message.edited"
-        await self.emit(message.session_id, kind, _message_data(message, None))
+        await self.emit(message.session_id, kind, _message_data(message))
 
     async def session_closed(self, session: Session, skip: str | None = None) -> None:
         await self.emit(session.id, "session.closed", {"session": session.to_wire()})
@@ -254,9 +254,11 @@ class Webhooks(ChatListener):
         await self.emit(session.id, "visitor.identified", data)
 
 
-def _message_data(message: Message, source: str | None) -> dict[str, Any]:
-    if source is None:
-        source = "widget" if message.sender == "visitor" else reply_source(message.sender, message.metadata)
+def _message_data(message: Message) -> dict[str, Any]:
+    if message.sender == "visitor":
+        source = str(message.metadata.get("source") or "widget")  # "email" for replies by e-mail
+    else:
+        source = reply_source(message.sender, message.metadata)
     return {
         "sessionId": message.session_id,
         "message": message.to_wire(),

@@ -27,6 +27,7 @@ from ..protocol import (
 )
 from .console import build_console_app, widget_js
 from .cors import Cors
+from .email import email_routes
 from .fast import VERSION_HEADERS, FastLane
 from .openapi import openapi_document
 from .parsing import BadRequest, error_response, parse, parse_cursor
@@ -175,6 +176,7 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
         ),
         *upload_routes(pp),
         *(pp.bridge_hub.routes() if pp.bridge_hub is not None else []),
+        *(email_routes(pp, pp.email) if pp.email is not None else []),
     ]
     app = Starlette(
         routes=routes,
