@@ -235,3 +235,29 @@ def test_bad_settings_name_the_problem(tmp_path: Path) -> None:
         PocketPing(storage=SQLiteStorage(tmp_path / "x.db"), email=EmailNotifier(host="h", sender="a@example.com"))
     notifier = EmailNotifier(host="h", sender="a@example.com", username="u", password="hunter2-secret")
     assert "hunter2" not in repr(notifier)
+
+
+def test_an_smtp_failure_is_retried_and_the_batch_sent_once(
+    smtp: tuple[Mailbox, int], serve: Callable[[PocketPing], str], tmp_path: Path
+) -> None:
+    box, port = smtp
+    refusals = [0]
+    accept = box.handle_DATA
+
+    async def flaky(server: Any, session: Any, envelope: Any) -> str:
+        if refusals[0] < 2:
+            refusals[0] += 1
+            return "451 4.3.0 try again later"
+        return await accept(server, session, envelope)
+
+    box.handle_DATA = flaky  # type: ignore[method-assign]
+    pp = make_pp(tmp_path, port)
+    assert pp.email is not None
+    pp.email.retry_schedule = (0.3, 0.3, 0.3)
+    base = serve(pp)
+    with httpx.Client(base_url=base) as http:
+        sid = visitor(http)
+        pp.sync.send_message(sid, content="Sorry for the wait")
+        wait(lambda: box.received(), 15)
+        time.sleep(1.0)
+    assert refusals[0] == 2 and len(box.received()) == 1
