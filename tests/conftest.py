@@ -43,6 +43,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """``check()``'s first truthy answer, polled every 50 ms; fails the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def wait_healthy(
     base: str, proc: subprocess.Popen[Any] | None = None, timeout: float = 15.0, path: str = "/pocketping/health"
 ) -> None:

@@ -19,7 +19,7 @@ from aiosmtpd.controller import Controller
 
 from pocketping import EmailNotifier, InvalidInput, PocketPing, SQLiteStorage
 
-from .conftest import SSEReader, connect, free_port
+from .conftest import SSEReader, connect, free_port, wait
 
 SECRET = "inbound-secret-0123456789"
 UNREAD = 1.0
@@ -72,16 +72,6 @@ def make_pp(tmp_path: Path, port: int, **kw: Any) -> PocketPing:
         allowed_origins=["http://127.0.0.1"],
         **kw,
     )
-
-
-def wait(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def visitor(http: httpx.Client, address: str = "ann@example.org", name: str = "Ann") -> str:

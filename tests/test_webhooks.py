@@ -33,7 +33,7 @@ from pocketping import (
 )
 from pocketping.webhooks import RETRY_SCHEDULE
 
-from .conftest import LiveServer, connect, free_port
+from .conftest import LiveServer, connect, free_port, wait
 
 FAST = (0.3, 0.3, 0.3, 0.3)
 
@@ -89,16 +89,6 @@ def receiver() -> Iterator[Receiver]:
     r.server.start()
     yield r
     r.server.stop()
-
-
-def wait(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_every_event_arrives_signed_in_order_and_a_500_is_retried_with_the_same_id(
