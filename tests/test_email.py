@@ -98,6 +98,9 @@ def test_unseen_replies_are_emailed_once_in_one_batch(
         time.sleep(UNREAD * 2)  # nothing more is sent for this batch
         assert len(box.received()) == 1
     msg = got[0]
+    print(
+        f"\nemail timeline: replies at +0.00 s and +{second - started:.2f} s, e-mail sent at +{sent_at - started:.2f} s"
+    )
     # Sent once no reply had come for unread_after seconds: after the second reply, not the first.
     assert sent_at - second >= UNREAD * 0.9 and sent_at - started < UNREAD + 5
     assert msg["To"] == "ann@example.org"
