@@ -19,7 +19,7 @@ from aiosmtpd.controller import Controller
 
 from pocketping import EmailNotifier, InvalidInput, PocketPing, SQLiteStorage
 
-from .conftest import SSEReader, connect, free_port, wait
+from .conftest import LiveServer, SSEReader, connect, free_port, mounted, wait
 
 SECRET = "inbound-secret-0123456789"
 UNREAD = 1.0
@@ -53,13 +53,13 @@ def smtp() -> Iterator[tuple[Mailbox, int]]:
     controller.stop()
 
 
-def make_pp(tmp_path: Path, port: int, **kw: Any) -> PocketPing:
+def make_pp(tmp_path: Path, port: int, unread_after: float = UNREAD, **kw: Any) -> PocketPing:
     notifier = EmailNotifier(
         host="127.0.0.1",
         port=port,
         sender="support@example.com",
         starttls=False,
-        unread_after=UNREAD,
+        unread_after=unread_after,
         reply_domain="mail.example.com",
         inbound_secret=SECRET,
     )
@@ -254,3 +254,28 @@ def test_an_smtp_failure_is_retried_and_the_batch_sent_once(
         wait(lambda: box.received(), 15)
         time.sleep(1.0)
     assert refusals[0] == 2 and len(box.received()) == 1
+
+
+def test_an_email_due_later_survives_a_restart_and_is_sent_once(smtp: tuple[Mailbox, int], tmp_path: Path) -> None:
+    box, port = smtp
+    before = make_pp(tmp_path, port, unread_after=3.0)
+    first = LiveServer(mounted(before)).start()
+    with httpx.Client(base_url=first.url + "/pocketping") as http:
+        sid = visitor(http)
+        started = time.monotonic()
+        http.post("/message", json={"sessionId": sid, "content": "hello?"})
+        before.sync.send_message(sid, content="Replied just before a restart")
+    first.stop()  # the process stops before the e-mail is due
+    stopped = time.monotonic() - started
+    assert stopped < 3.0 and box.received() == []
+    second = LiveServer(mounted(make_pp(tmp_path, port, unread_after=3.0))).start()
+    try:
+        got = wait(lambda: box.received(), 15)
+        sent = time.monotonic() - started
+        time.sleep(1.0)
+        body = got[0].get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+        assert len(box.received()) == 1 and "Replied just before a restart" in body
+        print(f"\nemail restart: first process stopped at +{stopped:.2f} s, e-mail sent by the next at +{sent:.2f} s")
+        assert sent >= 2.7
+    finally:
+        second.stop()
