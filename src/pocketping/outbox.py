@@ -62,8 +62,17 @@ class Destination:
     async def deliver(self, job: dict[str, Any]) -> None:
         raise DeliveryError(f"{type(self).__name__} delivers nothing")
 
+    #: Seconds before each retry, when a destination has a fixed schedule (then up to 20 %
+    #: jitter, and the job is dead after the last); None: exponential from ``retry_base``.
+    retry_schedule: tuple[float, ...] | None = None
+
     def retry_delay(self, attempts: int) -> float | None:
-        """Exponential from ``retry_base``, capped at ``retry_cap``, with jitter."""
+        """The wait before attempt ``attempts + 1``, with jitter: from ``retry_schedule`` (None
+        past its end), else exponential from ``retry_base``, capped at ``retry_cap``."""
+        if self.retry_schedule is not None:
+            if attempts >= len(self.retry_schedule):
+                return None
+            return self.retry_schedule[attempts] * random.uniform(0.8, 1.0)
         return float(min(self.retry_cap, self.retry_base * 2**attempts) * random.uniform(0.8, 1.0))
 
     async def started(self, outbox: Outbox) -> None:

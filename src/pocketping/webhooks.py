@@ -18,7 +18,6 @@ import binascii
 import hashlib
 import hmac
 import logging
-import random
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -159,11 +158,6 @@ class WebhookEndpoint(Destination):
 
     def __repr__(self) -> str:  # the secret stays out of logs
         return f"WebhookEndpoint(url={self.url!r}, events={sorted(self.events)})"
-
-    def retry_delay(self, attempts: int) -> float | None:
-        if attempts >= len(self.retry_schedule):
-            return None
-        return self.retry_schedule[attempts] * random.uniform(0.8, 1.0)
 
     async def started(self, outbox: Outbox) -> None:
         self._outbox = outbox

@@ -16,7 +16,6 @@ import asyncio
 import hmac
 import json
 import logging
-import random
 import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -147,11 +146,6 @@ class EmailNotifier(Destination, ChatListener):
             raise RuntimeError("the EmailNotifier is not attached to an app: pass it as PocketPing(email=...)")
         return self._pp
 
-    def retry_delay(self, attempts: int) -> float | None:
-        if attempts >= len(self.retry_schedule):
-            return None
-        return self.retry_schedule[attempts] * random.uniform(0.8, 1.0)
-
     # -- listening --------------------------------------------------------------------------
 
     async def operator_message(self, message: Message) -> None:
@@ -183,10 +177,12 @@ class EmailNotifier(Destination, ChatListener):
             return token
         return await store.bridge_key_get(f"email:token:{sid}")  # another process made one first
 
-    async def session_of_token(self, token: str) -> str | None:
+    async def session_of_token(self, token: str) -> Session | None:
+        """The conversation a reply token belongs to, if it still exists."""
         if not TOKEN.match(token):
             return None
-        return await self.pp.outbox.store.bridge_key_get(f"email:conversation:{token}")
+        sid = await self.pp.outbox.store.bridge_key_get(f"email:conversation:{token}")
+        return await self.pp.storage.get_session(sid) if sid else None
 
     async def unsubscribed(self, session: Session) -> bool:
         return await self.pp.outbox.store.bridge_key_get(f"email:off:{session.visitor_id}") is not None
@@ -331,8 +327,7 @@ class EmailNotifier(Destination, ChatListener):
     async def receive(self, reply: InboundReply) -> dict[str, Any]:
         """Store a reply by e-mail as the visitor's message (reopening a closed conversation);
         what the inbound route answers. :class:`LookupError` for an unknown token."""
-        sid = await self.session_of_token(reply.token) if reply.token else None
-        session = await self.pp.storage.get_session(sid) if sid else None
+        session = await self.session_of_token(reply.token) if reply.token else None
         if session is None:
             raise LookupError("no conversation has this reply address")
         extra = {"session_id": session.id, "bridge": self.name}

@@ -176,7 +176,7 @@ def build_asgi_app(pp: PocketPing) -> ASGIApp:
         ),
         *upload_routes(pp),
         *(pp.bridge_hub.routes() if pp.bridge_hub is not None else []),
-        *(email_routes(pp, pp.email) if pp.email is not None else []),
+        *(email_routes(pp.email) if pp.email is not None else []),
     ]
     app = Starlette(
         routes=routes,

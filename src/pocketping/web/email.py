@@ -16,11 +16,10 @@ from ..mail.inbound import MAX_INBOUND, parse_inbound
 from .parsing import BadRequest, error, request_body
 
 if TYPE_CHECKING:
-    from ..core import PocketPing
     from ..mail import EmailNotifier
 
 
-def email_routes(pp: PocketPing, notifier: EmailNotifier) -> list[Route]:
+def email_routes(notifier: EmailNotifier) -> list[Route]:
     async def inbound(request: Request) -> Response:
         if notifier.inbound_secret is None:
             return error(404, "not_found", "replies by e-mail are off: set EmailNotifier(inbound_secret=...)")
@@ -42,8 +41,7 @@ def email_routes(pp: PocketPing, notifier: EmailNotifier) -> list[Route]:
 
     async def unsubscribe(request: Request) -> Response:
         token = request.path_params["token"]
-        sid = await notifier.session_of_token(token)
-        session = await pp.storage.get_session(sid) if sid else None
+        session = await notifier.session_of_token(token)
         if session is None:
             return _page("Link not found", "This unsubscribe link is not valid (any more).", status=404)
         if request.method == "POST":
