@@ -217,6 +217,44 @@ def test_a_reply_by_email_is_stored_as_the_visitors_message(
         assert len(box.received()) == count
 
 
+def test_a_reply_by_email_reaches_the_operators_telegram_thread(
+    smtp: tuple[Mailbox, int], tg: Any, serve: Callable[[PocketPing], str], tmp_path: Path
+) -> None:
+    from pocketping.bridges import TelegramBridge
+
+    from .fakes.harness import fast
+    from .fakes.telegram import CHAT_ID
+
+    box, port = smtp
+    bridge = fast(TelegramBridge(tg.token, CHAT_ID, webhook_secret="tg-secret-0123", api_base=tg.url))
+    pp = make_pp(tmp_path, port, bridges=[bridge])
+    base = serve(pp)
+
+    def thread_texts() -> list[str]:
+        return [b["text"] for b in tg.sent("sendMessage") if b.get("message_thread_id") == 1000]
+
+    with httpx.Client(base_url=base) as http:
+        sid = visitor(http)
+        tg.wait_for(lambda: [t for t in thread_texts() if "plan monthly" in t])
+        pp.sync.send_message(sid, content="Which plan do you use?")
+        out = wait(lambda: box.received(), 10)[0]
+        raw = (
+            f"From: Ann <ann@example.org>\r\nTo: {out['Reply-To']}\r\nSubject: Re: {out['Subject']}\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\nThe yearly one, by e-mail.\r\n\r\n"
+            "On Wed, Dec 2, 2026 at 10:00 AM Acme <support@example.com> wrote:\r\n> Which plan do you use?\r\n"
+        ).encode()
+        started = time.monotonic()
+        r = http.post(
+            "/webhooks/email", content=raw, headers={"Content-Type": "message/rfc822", "Authorization": f"Bearer {SECRET}"}
+        )
+        assert r.status_code == 200, r.text
+        posted = tg.wait_for(lambda: [t for t in thread_texts() if "The yearly one, by e-mail." in t])
+        elapsed = time.monotonic() - started
+    print(f"\nemail to telegram: reply by e-mail accepted, in the operators' thread after {elapsed:.2f} s")
+    assert len(posted) == 1 and "Which plan do you use?" not in posted[0]  # the quoted history is stripped
+    assert pp.sync.get_messages(sid)[-1].metadata == {"source": "email"}
+
+
 def test_bad_settings_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="sender"):
         EmailNotifier(host="smtp.example.com", sender="not an address")
