@@ -87,6 +87,34 @@ def gunicorn_serving(directory: Path, source: str, *, threads: int) -> Iterator[
 
 
 @pytest.fixture
+def receiver() -> Iterator[Any]:
+    """A webhook endpoint on 127.0.0.1 with a fresh secret (``tests/receivers.py``)."""
+    from pocketping import new_webhook_secret
+
+    from .receivers import Receiver
+
+    r = Receiver(new_webhook_secret())
+    r.server.start()
+    yield r
+    r.server.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Any, int]]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1: ``(mailbox, port)``."""
+    from aiosmtpd.controller import Controller
+
+    from .receivers import Mailbox
+
+    box = Mailbox()
+    port = free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield box, port
+    controller.stop()
+
+
+@pytest.fixture
 def tg() -> Iterator[Any]:
     """A fake Telegram Bot API on 127.0.0.1 (``tests/fakes/telegram.py``, which imports this module)."""
     from .fakes.telegram import FakeTelegram

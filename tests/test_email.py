@@ -4,53 +4,21 @@ e-mail come back through ``POST /webhooks/email`` as the visitor's messages."""
 
 from __future__ import annotations
 
-import email
-import email.policy
-import threading
 import time
-from collections.abc import Callable, Iterator
-from email.message import EmailMessage
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 
 from pocketping import EmailNotifier, InvalidInput, PocketPing, SQLiteStorage
 
-from .conftest import LiveServer, SSEReader, connect, free_port, mounted, wait
+from .conftest import LiveServer, SSEReader, connect, mounted, wait
+from .receivers import Mailbox
 
 SECRET = "inbound-secret-0123456789"
 UNREAD = 1.0
-
-
-class Mailbox:
-    """An aiosmtpd handler that keeps every message it accepts."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.messages: list[tuple[float, EmailMessage]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        with self.lock:
-            self.messages.append((time.monotonic(), msg))  # type: ignore[arg-type]
-        return "250 OK"
-
-    def received(self) -> list[EmailMessage]:
-        with self.lock:
-            return [m for _, m in self.messages]
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Mailbox, int]]:
-    box = Mailbox()
-    port = free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield box, port
-    controller.stop()
 
 
 def make_pp(tmp_path: Path, port: int, unread_after: float = UNREAD, **kw: Any) -> PocketPing:
@@ -245,7 +213,9 @@ def test_a_reply_by_email_reaches_the_operators_telegram_thread(
         ).encode()
         started = time.monotonic()
         r = http.post(
-            "/webhooks/email", content=raw, headers={"Content-Type": "message/rfc822", "Authorization": f"Bearer {SECRET}"}
+            "/webhooks/email",
+            content=raw,
+            headers={"Content-Type": "message/rfc822", "Authorization": f"Bearer {SECRET}"},
         )
         assert r.status_code == 200, r.text
         posted = tg.wait_for(lambda: [t for t in thread_texts() if "The yearly one, by e-mail." in t])
@@ -272,16 +242,7 @@ def test_an_smtp_failure_is_retried_and_the_batch_sent_once(
     smtp: tuple[Mailbox, int], serve: Callable[[PocketPing], str], tmp_path: Path
 ) -> None:
     box, port = smtp
-    refusals = [0]
-    accept = box.handle_DATA
-
-    async def flaky(server: Any, session: Any, envelope: Any) -> str:
-        if refusals[0] < 2:
-            refusals[0] += 1
-            return "451 4.3.0 try again later"
-        return await accept(server, session, envelope)
-
-    box.handle_DATA = flaky  # type: ignore[method-assign]
+    box.refuse(2)
     pp = make_pp(tmp_path, port)
     assert pp.email is not None
     pp.email.retry_schedule = (0.3, 0.3, 0.3)
@@ -291,7 +252,7 @@ def test_an_smtp_failure_is_retried_and_the_batch_sent_once(
         pp.sync.send_message(sid, content="Sorry for the wait")
         wait(lambda: box.received(), 15)
         time.sleep(1.0)
-    assert refusals[0] == 2 and len(box.received()) == 1
+    assert box.refused == 2 and len(box.received()) == 1
 
 
 def test_an_email_due_later_survives_a_restart_and_is_sent_once(smtp: tuple[Mailbox, int], tmp_path: Path) -> None:

@@ -8,19 +8,12 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from standardwebhooks import Webhook
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from pocketping import (
     InvalidInput,
@@ -34,61 +27,9 @@ from pocketping import (
 from pocketping.webhooks import RETRY_SCHEDULE
 
 from .conftest import LiveServer, connect, free_port, wait
+from .receivers import Receiver
 
 FAST = (0.3, 0.3, 0.3, 0.3)
-
-
-class Receiver:
-    """A webhook endpoint: verifies, records, deduplicates; ``answers`` are the statuses of the
-    next requests (then 204)."""
-
-    def __init__(self, secret: str, port: int | None = None) -> None:
-        self.secret = secret
-        self.lock = threading.Lock()
-        self.attempts: list[tuple[float, str, int]] = []  # (time, webhook-id, status answered)
-        self.accepted: dict[str, dict[str, Any]] = {}
-        self.order: list[str] = []
-        self.answers: list[int] = []
-        self.rejected = 0
-        app = Starlette(routes=[Route("/hook", self.hook, methods=["POST"])])
-        self.server = LiveServer(app, port=port)
-
-    async def hook(self, request: Request) -> Response:
-        body = await request.body()
-        headers = dict(request.headers)
-        try:
-            event = Webhook(self.secret).verify(body, headers)
-            assert verify_webhook(body, headers, self.secret) == event
-        except Exception:
-            with self.lock:
-                self.rejected += 1
-            return JSONResponse({"error": "bad signature"}, status_code=400)
-        with self.lock:
-            status = self.answers.pop(0) if self.answers else 204
-            self.attempts.append((time.monotonic(), headers["webhook-id"], status))
-            if status < 300 and headers["webhook-id"] not in self.accepted:
-                self.accepted[headers["webhook-id"]] = event
-                self.order.append(headers["webhook-id"])
-        return Response(status_code=status)
-
-    @property
-    def url(self) -> str:
-        return self.server.url + "/hook"
-
-    def events(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [self.accepted[i] for i in self.order]
-
-    def types(self) -> list[str]:
-        return [e["type"] for e in self.events()]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver(new_webhook_secret())
-    r.server.start()
-    yield r
-    r.server.stop()
 
 
 def test_every_event_arrives_signed_in_order_and_a_500_is_retried_with_the_same_id(

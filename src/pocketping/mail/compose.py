@@ -78,12 +78,7 @@ def _when(at: datetime) -> str:
 
 def text_body(mail: FollowUp) -> str:
     out = [f"Hello {mail.greeting_name}," if mail.greeting_name else "Hello,", ""]
-    out.append(
-        "You have a new reply in your conversation:"
-        if len(mail.replies) == 1
-        else "You have new replies in your conversation:"
-    )
-    out.append("")
+    out += [_intro(mail), ""]
     for line in mail.replies:
         out += [f"{line.who} ({_when(line.at)}):", line.text, ""]
     if mail.context:
@@ -109,13 +104,7 @@ def html_body(mail: FollowUp) -> str:
     parts = [
         '<!doctype html><html><body style="font-family:sans-serif;line-height:1.4;color:#222">',
         f"<p>{'Hello ' + e(mail.greeting_name) + ',' if mail.greeting_name else 'Hello,'}</p>",
-        "<p>"
-        + (
-            "You have a new reply in your conversation:"
-            if len(mail.replies) == 1
-            else "You have new replies in your conversation:"
-        )
-        + "</p>",
+        f"<p>{_intro(mail)}</p>",
     ]
     for line in mail.replies:
         parts.append(
