@@ -8,6 +8,7 @@ app.mount("/pocketping", pp.asgi_app)
 
 __version__ = "0.1.0"
 
+from .ai import AIResponder  # noqa: E402
 from .bans import Ban  # noqa: E402
 from .bridges import DiscordBridge, SlackBridge, TelegramBridge  # noqa: E402
 from .bridges.base import Bridge  # noqa: E402
@@ -43,6 +44,7 @@ from .storage.postgres import PostgresStorage  # noqa: E402  (psycopg is importe
 from .webhooks import WebhookEndpoint, WebhookVerificationError, new_webhook_secret, verify_webhook  # noqa: E402
 
 __all__ = [
+    "AIResponder",
     "Attachment",
     "AttachmentNotFound",
     "AuthError",

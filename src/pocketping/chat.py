@@ -101,6 +101,10 @@ class ChatListener:
     async def sessions_erased(self, session_ids: Sequence[str]) -> None:
         """These sessions were erased (``forget``, ``purge``): drop all work about them."""
 
+    async def operator_note(self, session_id: str, text: str, key: str) -> None:
+        """A note for the operators only (the AI's handoff reason), never shown to the visitor;
+        ``key`` identifies it (idempotent delivery)."""
+
 
 class ChatService:
     """Conversations: sessions, messages, receipts, typing, presence, events.
@@ -876,6 +880,12 @@ class ChatService:
             timer.cancel()
             if announce:
                 self.publish(session_id, "typing", {"isTyping": False, "sender": "operator", "sessionId": session_id})
+
+    async def note_for_operators(self, session_id: str, text: str, *, key: str) -> None:
+        """Show ``text`` in the operators' threads and consoles, not to the visitor."""
+        for listener in self.listeners:
+            await listener.operator_note(session_id, text, key)
+        self.publish(ALL, "note", {"sessionId": session_id, "text": text})
 
     async def set_operator_online(self, online: bool) -> None:
         """Operator presence, pushed to every open widget."""

@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from .ai import AIResponder
 from .bans import Ban
 from .chat import ChatService
 from .errors import InvalidInput
@@ -108,6 +109,7 @@ class PocketPing:
         webhook_secret: str | None = None,
         webhooks: Sequence[WebhookEndpoint] | None = None,
         email: EmailNotifier | None = None,
+        ai: AIResponder | None = None,
     ) -> None:
         if bridge_url is not None:
             parts = urlsplit(bridge_url)
@@ -236,6 +238,12 @@ class PocketPing:
         self.email = email
         if email is not None:
             email.bind(self)
+        if ai is not None and not isinstance(ai, AIResponder):
+            raise InvalidInput("ai must be an AIResponder(base_url=..., model=...) or None")
+        #: The AI first responder (None without it); its pending answers go through ``outbox``.
+        self.ai = ai
+        if ai is not None:
+            ai.bind(self)
         if self.outbox.destinations:
             self.chat.listeners.append(self.outbox)
         for kind, fn in (("session_start", on_session_start), ("message", on_message), ("event", on_event)):
@@ -473,6 +481,13 @@ class PocketPing:
         card; the answer is stored with the session (``session.data["csat"]``), shown in the
         operators' threads, and given to ``on_event`` as the event ``csat``."""
         return await self.chat.request_csat(session_id)
+
+    async def set_ai(self, session_id: str, active: bool) -> None:
+        """Let the AI responder answer in this conversation again (``True``: handing back;
+        replies by people so far no longer keep it quiet) or not (``False``)."""
+        if self.ai is None:
+            raise InvalidInput("set_ai needs an AI responder: PocketPing(ai=AIResponder(...))")
+        await self.ai.set_active(session_id, bool(active), None if active else "turned off by an operator")
 
     async def set_operator_online(self, online: bool) -> None:
         """Operator presence: the widget's "Active now" header; pushed to every open widget."""

@@ -100,6 +100,9 @@ class SyncPocketPing:
     def set_operator_online(self, online: bool) -> None:
         self.run(self._pp.set_operator_online(online))
 
+    def set_ai(self, session_id: str, active: bool) -> None:
+        self.run(self._pp.set_ai(session_id, active))
+
     def edit_message(self, session_id: str, message_id: str, content: str) -> Message:
         return self.run(self._pp.edit_message(session_id, message_id, content))
 

@@ -60,6 +60,7 @@ COMMANDS = {
     "offline": "show operators as offline",
     "ban": "block this visitor (no more messages or conversations)",
     "rate": "ask the visitor to rate the conversation",
+    "ai": "on or off: let the AI responder answer here again, or stop it",
     "unban": "unblock this visitor",
     "help": "this list",
 }
@@ -282,6 +283,9 @@ class Bridge(Destination):
         if kind in ("edit", "delete") and message is not None:
             base = self.render("message" if message.sender == "visitor" else "operator", session, message, payload)
             return None if base is None else base + "\n" + self.escape("(edited)")
+        if kind == "operator" and message is not None and message.sender in ("ai", "system"):
+            label = "🤖 AI assistant:" if message.sender == "ai" else "ℹ️ Sent to the visitor:"
+            return self.bold(self.escape(label)) + "\n" + self.escape(message.content)
         if kind == "operator" and message is not None:
             who = message.metadata.get("operatorName") or message.sender
             via = message.metadata.get("bridge") or "PocketPing"
@@ -296,6 +300,8 @@ class Bridge(Destination):
             return text
         if kind == "notice":
             return str(payload["text"])
+        if kind == "note":
+            return self.bold(self.escape("🤖 Note (not shown to the visitor):")) + "\n" + self.escape(payload["text"])
         return None
 
     # -- delivery (called by the outbox worker) --------------------------------------------
@@ -498,6 +504,15 @@ class Bridge(Destination):
         elif name == "rate":
             await self.pp.request_csat(session_id)
             await self.notice(session_id, self.escape("Rating requested: the visitor sees a rating card."))
+        elif name == "ai":
+            if self.pp.ai is None or args.lower() not in ("on", "off"):
+                hint = f"{self.command_prefix}ai on or {self.command_prefix}ai off"
+                text = "No AI responder is configured." if self.pp.ai is None else hint
+                await self.notice(session_id, self.escape(text))
+                return
+            await self.pp.set_ai(session_id, args.lower() == "on")
+            text = "The AI answers here again." if args.lower() == "on" else "The AI stays quiet here."
+            await self.notice(session_id, self.escape(text))
         elif name in ("online", "offline"):
             await self.pp.set_operator_online(name == "online")
             await self.notice(session_id, self.escape(f"Operators are now shown as {name}."))

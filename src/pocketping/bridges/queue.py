@@ -159,6 +159,10 @@ class BridgeHub(ChatListener):
         """Show the visitor's rating in each thread (a session is rated once)."""
         await self._fan_out(session.id, "csat", f"csat:{session.id}", {"rating": rating})
 
+    async def operator_note(self, session_id: str, text: str, key: str) -> None:
+        """Show a note for the operators (the AI's handoff reason) in each thread."""
+        await self._fan_out(session_id, "note", f"note:{key}", {"text": text})
+
     async def session_closed(self, session: Session, skip: str | None = None) -> None:
         await self._fan_out(session.id, "close", f"close:{session.id}:{now_ms()}", {}, skip)
 

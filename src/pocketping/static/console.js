@@ -84,11 +84,23 @@
       $('ban').textContent = r.session.banned ? 'Unblock visitor' : 'Block visitor';
       $('reply').hidden = false;
       $('typing').textContent = '';
+      showAI(r.ai);
       r.messages.forEach(showMessage);
       renderList();
       markRead();
       $('reply-text').focus();
     }, function (e) { status('Error: ' + e.message); });
+  }
+  function showAI(ai) {
+    // The AI responder's state here (absent without one): who answers, and the handoff reason.
+    $('ai-state').hidden = !ai;
+    if (!ai) return;
+    $('ai-text').textContent = ai.active ? 'The AI responder answers this conversation.' : 'AI off' + (ai.reason ? ': ' + ai.reason : '') + '.';
+    $('ai-toggle').textContent = ai.active ? 'Take over' : 'Hand back to the AI';
+    $('ai-toggle').dataset.active = ai.active ? '1' : '';
+  }
+  function showNote(text) {
+    $('messages').appendChild(node('li', 'note', text));
   }
   function showMessage(m) {
     var rec = messages[m.id], ol = $('messages');
@@ -147,6 +159,9 @@
       if (d.sender === 'visitor' && !here && d.status !== 'read') s.unread = (s.unread || 0) + 1;
       if (s.status === 'closed' && d.sender === 'visitor') s.status = 'active';
       renderList();
+    } else if (type === 'note' && here) {
+      showNote(d.text);
+      showAI({ active: false, reason: d.text.replace(/^AI handed over: /, '') });
     } else if (type === 'typing' && d.sender === 'visitor' && here) {
       $('typing').textContent = d.isTyping ? who(current) + ' is typing…' : '';
       clearTimeout(typingTimer);
@@ -198,6 +213,13 @@
       $('ban').textContent = r.session.banned ? 'Unblock visitor' : 'Block visitor';
       $('chat-h').textContent = who(r.session);
       renderList();
+    }, function (err) { status('Error: ' + err.message); });
+  };
+  $('ai-toggle').onclick = function () {
+    if (!current) return;
+    var active = !$('ai-toggle').dataset.active;
+    call('POST', '/sessions/' + encodeURIComponent(current.id) + '/ai', { active: active }).then(function () {
+      showAI({ active: active, reason: active ? null : 'turned off by an operator' });
     }, function (err) { status('Error: ' + err.message); });
   };
   $('online').onchange = function () {

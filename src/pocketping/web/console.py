@@ -158,10 +158,20 @@ def build_console_app(pp: PocketPing) -> ASGIApp:
         sid = request.path_params["sid"]
         session = await pp.get_session(sid)
         messages = await pp.get_messages(sid)
-        return JSONResponse(
-            {"session": _session_summary(session, messages), "messages": [m.to_wire() for m in messages]},
-            headers=CONSOLE_HEADERS,
-        )
+        out: dict[str, Any] = {
+            "session": _session_summary(session, messages),
+            "messages": [m.to_wire() for m in messages],
+        }
+        if pp.ai is not None:
+            state = await pp.ai.state(sid)
+            out["ai"] = {"active": state.active, "reason": state.reason}
+        return JSONResponse(out, headers=CONSOLE_HEADERS)
+
+    async def ai(request: Request) -> Response:
+        authorised(request)
+        active = await flag(request, "active")
+        await pp.set_ai(request.path_params["sid"], active)
+        return JSONResponse({"active": active}, headers=CONSOLE_HEADERS)
 
     async def reply(request: Request) -> Response:
         authorised(request)
@@ -248,6 +258,7 @@ def build_console_app(pp: PocketPing) -> ASGIApp:
         Route(api + "/sessions/{sid}/read", read, methods=["POST"]),
         Route(api + "/sessions/{sid}/close", close, methods=["POST"]),
         Route(api + "/sessions/{sid}/ban", ban, methods=["POST"]),
+        Route(api + "/sessions/{sid}/ai", ai, methods=["POST"]),
         Route(api + "/presence", presence, methods=["POST"]),
         Route(api + "/stream", stream, methods=["GET"]),
     ]
