@@ -15,7 +15,15 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from pocketping import AIResponder, BusinessHours, InvalidInput, PocketPing, SQLiteStorage, WebhookEndpoint
+from pocketping import (
+    AIResponder,
+    BusinessHours,
+    EmailNotifier,
+    InvalidInput,
+    PocketPing,
+    SQLiteStorage,
+    WebhookEndpoint,
+)
 from pocketping.ai import BUILT_IN_INSTRUCTIONS
 from pocketping.bridges import TelegramBridge
 
@@ -23,7 +31,7 @@ from .conftest import LiveServer, SSEReader, connect, mounted, wait
 from .fakes.harness import fast
 from .fakes.openai import MALFORMED, FakeOpenAI, system_text, tool_call
 from .fakes.telegram import CHAT_ID
-from .receivers import Receiver
+from .receivers import Mailbox, Receiver
 
 DELAY = 1.0
 KEY = "sk-test-0123456789"
@@ -345,6 +353,26 @@ def test_outside_the_opening_hours_it_answers_at_once(
         wait(lambda: by(pp, sid, "ai"), 5)
         print(f"\nai closed hours: answered after {time.monotonic() - started:.2f} s (delay 30 s)")
     assert "outside its opening hours" in system_text(llm.requests()[0])
+
+
+def test_an_answer_the_visitor_did_not_see_is_emailed_like_an_operator_reply(
+    llm: FakeOpenAI, smtp: tuple[Mailbox, int], serve: Callable[[PocketPing], str], tmp_path: Path
+) -> None:
+    box, port = smtp
+    notifier = EmailNotifier(
+        host="127.0.0.1", port=port, sender="support@example.com", starttls=False, unread_after=0.5
+    )
+    pp = make_pp(tmp_path, responder(llm), email=notifier, public_url="http://127.0.0.1/pocketping")
+    llm.script = ["Your order left yesterday."]
+    base = serve(pp)
+    with httpx.Client(base_url=base) as http:
+        sid = connect(http, identity={"id": "u1", "email": "ann@example.org"})["sessionId"]
+        started = time.monotonic()
+        say(http, sid, "Where is my order?")  # and the visitor leaves: no stream open
+        mail = wait(lambda: box.received(), DELAY + 10)[0]
+        print(f"\nai e-mail: answer e-mailed to the visitor who left at +{time.monotonic() - started:.2f} s")
+    text = mail.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    assert mail["To"] == "ann@example.org" and "Assistant" in text and "Your order left yesterday." in text
 
 
 def test_bad_settings_name_the_problem(tmp_path: Path) -> None:
