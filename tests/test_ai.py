@@ -103,6 +103,33 @@ def test_a_message_is_answered_after_the_delay_with_typing_shown(
     assert pp.sync.run(pp.get_stats()).replies == {"ai": 1}
 
 
+def test_typing_stays_shown_while_a_slow_model_writes(
+    llm: FakeOpenAI, serve: Callable[[PocketPing], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pocketping.ai.responder
+
+    monkeypatch.setattr(pocketping.ai.responder, "TYPING_REFRESH", 0.5)
+    pp = make_pp(tmp_path, responder(llm))
+    llm.latency = 1.8
+    llm.script = ["Slow but sure."]
+    base = serve(pp)
+    with httpx.Client(base_url=base) as http:
+        sid = connect(http)["sessionId"]
+        sse = SSEReader(f"{base}/stream?sessionId={sid}")
+        try:
+            say(http, sid, "Hello")
+            shown = [sse.next(timeout=DELAY + 5, type="typing")["json"]["data"]["isTyping"]]
+            while True:
+                frame = sse.next(timeout=5)["json"]
+                if frame["type"] == "message" and frame["data"]["sender"] == "ai":
+                    break
+                if frame["type"] == "typing":
+                    shown.append(frame["data"]["isTyping"])
+        finally:
+            sse.close()
+    assert shown[:3] == [True, True, True] and False not in shown
+
+
 def test_a_burst_is_answered_once_as_one_turn(
     llm: FakeOpenAI, serve: Callable[[PocketPing], str], tmp_path: Path
 ) -> None:

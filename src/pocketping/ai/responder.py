@@ -68,6 +68,8 @@ ASKS_FOR_PERSON = re.compile(
 RETRY_SCHEDULE: tuple[float, ...] = (2.0, 8.0)
 #: Earlier messages sent with each turn.
 HISTORY = 20
+#: Seconds between typing notices while the model writes (the widget clears them after 5 s).
+TYPING_REFRESH = 4.0
 
 
 @dataclass
@@ -189,6 +191,8 @@ class AIResponder(Destination, ChatListener):
     # -- listening --------------------------------------------------------------------------
 
     async def visitor_message(self, session: Session, message: Message, reopened: bool = False) -> None:
+        if not (await self.state(session.id)).active:
+            return  # handed over: nothing to queue
         chat = self.pp.chat
         at_once = chat.business_hours is not None and not chat.operator_reachable()
         payload = {"messageId": message.id}
@@ -221,7 +225,7 @@ class AIResponder(Destination, ChatListener):
         except SessionNotFound:
             return
         try:
-            answer = await self.model.complete(self._prompt(messages, found))
+            answer = await self._complete_showing_typing(sid, self._prompt(messages, found))
         except ModelError as exc:
             await self._typing_off(sid)
             if job["attempts"] < len(self.retry_schedule or ()):
@@ -238,6 +242,21 @@ class AIResponder(Destination, ChatListener):
             log.info("dropped an answer written while the conversation moved on", extra=extra)
             return
         await self._answer(sid, mine, answer)
+
+    async def _complete_showing_typing(self, sid: str, prompt: list[dict[str, Any]]) -> Completion:
+        """The model's answer; the typing dots (which clear by themselves after a few seconds)
+        are shown again every few seconds while it writes."""
+        call = asyncio.ensure_future(self.model.complete(prompt))
+        try:
+            while True:
+                done, _ = await asyncio.wait({call}, timeout=TYPING_REFRESH)
+                if done:
+                    return call.result()
+                with contextlib.suppress(SessionNotFound):
+                    await self.pp.chat.operator_typing(sid, True, sender="ai")
+        finally:
+            if not call.done():
+                call.cancel()
 
     def _due(self, messages: list[Message], mine: str, state: AIState) -> bool:
         if any(m.metadata.get("aiFor") == mine for m in messages):
