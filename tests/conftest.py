@@ -115,6 +115,18 @@ def smtp() -> Iterator[tuple[Any, int]]:
 
 
 @pytest.fixture
+def llm() -> Iterator[Any]:
+    """A fake OpenAI-compatible chat-completions server on 127.0.0.1 (``tests/fakes/openai.py``);
+    it expects no API key unless one is set on it."""
+    from .fakes.openai import FakeOpenAI
+
+    fake = FakeOpenAI(api_key=None)
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
 def tg() -> Iterator[Any]:
     """A fake Telegram Bot API on 127.0.0.1 (``tests/fakes/telegram.py``, which imports this module)."""
     from .fakes.telegram import FakeTelegram

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,15 +37,8 @@ DELAY = 1.0
 KEY = "sk-test-0123456789"
 
 
-@pytest.fixture
-def llm() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI(api_key=KEY)
-    fake.start()
-    yield fake
-    fake.stop()
-
-
 def responder(llm: FakeOpenAI, **kw: Any) -> AIResponder:
+    llm.api_key = KEY if kw.get("api_key", KEY) else None
     options: dict[str, Any] = {"delay": DELAY, "retry_schedule": (0.2, 0.2), "api_key": KEY, **kw}
     return AIResponder(base_url=llm.url + "/v1", model="test-model", **options)
 
@@ -134,7 +127,6 @@ def test_a_burst_is_answered_once_as_one_turn(
     llm: FakeOpenAI, serve: Callable[[PocketPing], str], tmp_path: Path
 ) -> None:
     pp = make_pp(tmp_path, responder(llm, api_key=None))
-    llm.api_key = None
     llm.script = ["All three answered."]
     base = serve(pp)
     with httpx.Client(base_url=base) as http:

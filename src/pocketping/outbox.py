@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .chat import ChatListener
-from .errors import DeliveryError, TemporaryDeliveryError
+from .errors import DeliveryError, InvalidInput, TemporaryDeliveryError
 from .storage.base import BaseStorage
 
 if TYPE_CHECKING:
@@ -80,6 +80,33 @@ class Destination:
 
     async def stopped(self) -> None:
         """The outbox has stopped (close clients)."""
+
+
+class AppDestination(Destination, ChatListener):
+    """A destination that also listens to the chat service (the e-mail follow-up, the AI
+    responder): :meth:`bind` attaches it to one app, as ``PocketPing(<setting>=...)`` does."""
+
+    #: The ``PocketPing`` argument it is given as, for error messages.
+    setting = ""
+    _pp: PocketPing | None = None
+
+    def bind(self, pp: PocketPing) -> None:
+        if self._pp is not None and self._pp is not pp:
+            raise InvalidInput(f"an {type(self).__name__} serves one PocketPing app")
+        self.check_app(pp)
+        self._pp = pp
+        pp.outbox.add(self)
+        pp.chat.listeners.append(self)
+
+    def check_app(self, pp: PocketPing) -> None:
+        """Raise :class:`InvalidInput` when ``pp`` lacks a setting this destination needs."""
+
+    @property
+    def pp(self) -> PocketPing:
+        if self._pp is None:
+            name = type(self).__name__
+            raise RuntimeError(f"the {name} is not attached to an app: pass it as PocketPing({self.setting}=...)")
+        return self._pp
 
 
 class Outbox(ChatListener):

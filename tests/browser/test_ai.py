@@ -18,14 +18,6 @@ from .test_widget import bubbles, open_console, open_widget, say
 
 
 @pytest.fixture
-def llm() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI(api_key=None)
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def ai_site(llm: FakeOpenAI) -> Iterator[Site]:
     ai = AIResponder(base_url=llm.url + "/v1", model="test-model", delay=0.5, retry_schedule=(0.2, 0.2))
     s = Site(PocketPing(storage=MemoryStorage(), console_token=TOKEN, sse_heartbeat=1.0, ai=ai, rate_limits=None))

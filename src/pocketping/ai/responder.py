@@ -23,16 +23,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..chat import ChatListener
 from ..errors import InvalidInput, SessionNotFound, TemporaryDeliveryError
 from ..models import Message, Session, to_ms
-from ..outbox import Destination
+from ..outbox import AppDestination
 from ..redaction import protect
 from .knowledge import Knowledge, Passage
 from .model import ChatModel, Completion, ModelError
 
 if TYPE_CHECKING:
-    from ..core import PocketPing
+    pass
 
 log = logging.getLogger("pocketping.ai")
 
@@ -82,7 +81,7 @@ class AIState:
     reason: str | None = None
 
 
-class AIResponder(Destination, ChatListener):
+class AIResponder(AppDestination):
     """The first responder. ``base_url``: an OpenAI-compatible API (``/chat/completions``
     under it); ``api_key=None`` sends no Authorization header; ``delay``: seconds without an
     operator reply before it answers; ``knowledge``: Markdown or text files (paths or globs) it
@@ -92,6 +91,7 @@ class AIResponder(Destination, ChatListener):
     """
 
     name = "ai"
+    setting = "ai"
     logger = "pocketping.ai"
     refuser = "the model server"
 
@@ -139,26 +139,9 @@ class AIResponder(Destination, ChatListener):
         self.knowledge = Knowledge(knowledge) if knowledge is not None else None
         if self.knowledge is not None:
             self.knowledge.load()
-        self._pp: PocketPing | None = None
 
     def __repr__(self) -> str:  # the key stays out of logs
         return f"AIResponder(base_url={self.model.url.rsplit('/chat/completions', 1)[0]!r}, model={self.model.model!r})"
-
-    # -- wiring -----------------------------------------------------------------------------
-
-    def bind(self, pp: PocketPing) -> None:
-        """Attach to an app (``PocketPing(ai=...)`` does it)."""
-        if self._pp is not None and self._pp is not pp:
-            raise InvalidInput("an AIResponder serves one PocketPing app")
-        self._pp = pp
-        pp.outbox.add(self)
-        pp.chat.listeners.append(self)
-
-    @property
-    def pp(self) -> PocketPing:
-        if self._pp is None:
-            raise RuntimeError("the AIResponder is not attached to an app: pass it as PocketPing(ai=...)")
-        return self._pp
 
     async def stopped(self) -> None:
         await self.model.close()

@@ -21,10 +21,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..chat import ChatListener
 from ..errors import DeliveryError, InvalidInput, TemporaryDeliveryError
 from ..models import Message, Session, to_ms
-from ..outbox import Destination
+from ..outbox import AppDestination
 from ..redaction import protect
 from .compose import FollowUp, Line, build, checked_address
 from .inbound import TOKEN, InboundReply
@@ -52,7 +51,7 @@ def require_email() -> None:
 RETRY_SCHEDULE: tuple[float, ...] = (30, 120, 600, 1800, 3600, 3600 * 3, 3600 * 6, 3600 * 12)
 
 
-class EmailNotifier(Destination, ChatListener):
+class EmailNotifier(AppDestination):
     """E-mails replies a visitor has not seen within ``unread_after`` seconds, through
     ``host:port`` (STARTTLS unless ``starttls=False``; implicit TLS on port 465), from
     ``sender``. With ``reply_domain`` the visitor can answer by e-mail: ``Reply-To`` is
@@ -65,6 +64,7 @@ class EmailNotifier(Destination, ChatListener):
     """
 
     name = "email"
+    setting = "email"
     logger = "pocketping.email"
     refuser = "the SMTP server"
 
@@ -119,7 +119,6 @@ class EmailNotifier(Destination, ChatListener):
         self.context_messages = context_messages
         self.timeout = timeout
         self.retry_schedule = tuple(float(s) for s in retry_schedule)
-        self._pp: PocketPing | None = None
         self._sending = asyncio.Semaphore(4)  # SMTP connections at once
 
     def __repr__(self) -> str:  # the password stays out of logs
@@ -127,24 +126,12 @@ class EmailNotifier(Destination, ChatListener):
 
     # -- wiring -----------------------------------------------------------------------------
 
-    def bind(self, pp: PocketPing) -> None:
-        """Attach to an app (``PocketPing(email=...)`` does it)."""
-        if self._pp is not None and self._pp is not pp:
-            raise InvalidInput("an EmailNotifier serves one PocketPing app")
+    def check_app(self, pp: PocketPing) -> None:
         if pp.public_url is None and self.reply_domain is None:
             raise InvalidInput(
                 "email needs public_url= (the mount's public address, for the unsubscribe link in each e-mail) "
                 "or EmailNotifier(reply_domain=...) (unsubscribing by e-mail)"
             )
-        self._pp = pp
-        pp.outbox.add(self)
-        pp.chat.listeners.append(self)
-
-    @property
-    def pp(self) -> PocketPing:
-        if self._pp is None:
-            raise RuntimeError("the EmailNotifier is not attached to an app: pass it as PocketPing(email=...)")
-        return self._pp
 
     # -- listening --------------------------------------------------------------------------
 
