@@ -356,6 +356,32 @@ def test_an_answer_pending_at_a_restart_is_given_once_by_the_next_process(llm: F
         second.stop()
 
 
+def test_a_shutdown_during_a_model_call_stops_cleanly_and_the_next_process_answers(
+    llm: FakeOpenAI, tmp_path: Path
+) -> None:
+    first_pp = make_pp(tmp_path, responder(llm, delay=0.2))
+    first = LiveServer(mounted(first_pp)).start()
+    llm.latency = 30.0  # a model that takes its time
+    with httpx.Client(base_url=first.url + "/pocketping") as http:
+        sid = connect(http)["sessionId"]
+        say(http, sid, "Hello?")
+    wait(lambda: llm.received == 1, 5)  # the call is in flight
+    started = time.monotonic()
+    first.stop()
+    stopped = time.monotonic() - started
+    assert not first.thread.is_alive() and by(first_pp, sid, "ai") == []
+    llm.latency = 0.0
+    llm.script = ["Sorry for the wait."]
+    second_pp = make_pp(tmp_path, responder(llm, delay=0.2))
+    second = LiveServer(mounted(second_pp)).start()
+    try:
+        wait(lambda: by(second_pp, sid, "ai"), 10)
+        print(f"\nai shutdown: stopped {stopped:.2f} s after the call began waiting; the next process answered")
+        assert stopped < 8 and [m.content for m in by(second_pp, sid, "ai")] == ["Sorry for the wait."]
+    finally:
+        second.stop()
+
+
 def test_outside_the_opening_hours_it_answers_at_once(
     llm: FakeOpenAI, serve: Callable[[PocketPing], str], tmp_path: Path
 ) -> None:

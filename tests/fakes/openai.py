@@ -52,6 +52,7 @@ class FakeOpenAI(FakePlatform):
         self.model: Callable[[dict[str, Any]], Any] = knowledgeable
         self.script: list[Any] = []
         self.reject_tools = False  # a server without function calling: 400 when tools are sent
+        self.received = 0  # requests that arrived (answered or still being written)
         self._ids = itertools.count(1)
         self.app = Starlette(routes=[Route("/v1/chat/completions", self.completions, methods=["POST"])])
 
@@ -67,6 +68,8 @@ class FakeOpenAI(FakePlatform):
 
     async def completions(self, request: Request) -> Response:
         body = json.loads(await request.body())
+        with self.lock:
+            self.received += 1
         if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
             self.record("chat.completions", body, request.headers, 401)
             return self.error(401, "Incorrect API key provided.", "invalid_request_error")
