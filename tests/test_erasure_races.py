@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -314,9 +315,11 @@ def test_hook_calls_still_waiting_are_dropped_by_forget(serve: Callable[[PocketP
     """An ``on_message`` hook that is slow: calls queued behind it for an erased visitor are
     not run with the erased text afterwards."""
     seen: list[str] = []
+    running, release = threading.Event(), threading.Event()
 
     def slow_hook(session: Session, message: Message) -> None:
-        time.sleep(0.5)
+        running.set()
+        release.wait(5)
         seen.append(message.content)
 
     pp = PocketPing(storage=SQLiteStorage(tmp_path / "pp.db"), on_message=slow_hook, rate_limits=None)
@@ -325,7 +328,8 @@ def test_hook_calls_still_waiting_are_dropped_by_forget(serve: Callable[[PocketP
         sid = http.post("/connect", json={"visitorId": "v-hook", "sessionId": None}).json()["sessionId"]
         for i in range(6):
             assert http.post("/message", json={"sessionId": sid, "content": f"private {i}"}).status_code == 200
-        time.sleep(0.2)  # the first call is running
+        assert running.wait(5)  # the first call is running, the other five wait behind it
+        threading.Timer(0.5, release.set).start()
         pp.sync.forget("v-hook")
         assert pp.sync.run(pp.hooks.join(5))
     assert seen == ["private 0"]
