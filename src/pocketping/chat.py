@@ -101,6 +101,11 @@ class ChatListener:
     async def sessions_erased(self, session_ids: Sequence[str]) -> None:
         """These sessions were erased (``forget``, ``purge``): drop all work about them."""
 
+    async def recover(self, session: Session, messages: list[Message]) -> None:
+        """At start, the session's recent messages (``Outbox.recover_recent``): queue again what a
+        process killed between storing a message and queueing its jobs left out. Idempotent:
+        jobs found done are skipped."""
+
     async def operator_note(self, session_id: str, text: str, key: str) -> None:
         """A note for the operators only (the AI's handoff reason), never shown to the visitor;
         ``key`` identifies it (idempotent delivery)."""

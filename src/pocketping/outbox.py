@@ -20,6 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .chat import ChatListener
@@ -36,6 +37,11 @@ _CAPABILITY = ("outbox_add", "outbox_claim", "outbox_done", "outbox_retry", "out
 UNEXPECTED_ATTEMPTS = 10
 #: The longest a destination's Retry-After is followed.
 MAX_RETRY_AFTER = 3600.0
+#: At start, messages of the last RECOVERY_WINDOW (in up to RECOVERY_SESSIONS sessions, the
+#: most recently active) are given to the listeners again, in case the previous process died
+#: between storing one and queueing its jobs.
+RECOVERY_WINDOW = timedelta(minutes=15)
+RECOVERY_SESSIONS = 1000
 
 
 def now_ms() -> int:
@@ -126,6 +132,7 @@ class Outbox(ChatListener):
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._running: dict[asyncio.Task[None], dict[str, Any]] = {}
+        self._recovery: asyncio.Task[int] | None = None
 
     def add(self, destination: Destination) -> None:
         if not destination.name or destination.name in self.destinations:
@@ -166,9 +173,41 @@ class Outbox(ChatListener):
         self._wake = asyncio.Event()
         for destination in self.destinations.values():
             await destination.started(self)
-        self._worker = asyncio.get_running_loop().create_task(self._run(), name="pocketping-outbox")
+        loop = asyncio.get_running_loop()
+        self._worker = loop.create_task(self._run(), name="pocketping-outbox")
+        self._recovery = loop.create_task(self.recover_recent(), name="pocketping-outbox-recover")
+
+    async def recover_recent(self, window: timedelta = RECOVERY_WINDOW) -> int:
+        """Give every listener the messages of the last ``window`` again
+        (:meth:`~pocketping.chat.ChatListener.recover`): a process stopped between storing a
+        message and queueing its jobs (a crash, SIGKILL) would otherwise never relay it.
+        Returns how many messages were looked at."""
+        since = datetime.now(UTC) - window
+        chat = self.pp.chat
+        seen = 0
+        try:
+            for session in await chat.list_sessions(limit=RECOVERY_SESSIONS, include_closed=True):
+                if (session.last_activity or session.created_at) < since:
+                    break
+                recent = [
+                    m for m in await chat.catch_up(session.id, since) if m.deleted_at is None and m.created_at >= since
+                ]
+                if not recent:
+                    continue
+                seen += len(recent)
+                for listener in list(chat.listeners):
+                    await listener.recover(session, recent)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a storage without list_sessions, say: nothing to recover from
+            log.warning("outbox recovery skipped: %s", exc, extra={"session_id": None, "bridge": None})
+        return seen
 
     async def stop(self) -> None:
+        recovery, self._recovery = self._recovery, None
+        if recovery is not None:
+            recovery.cancel()
+            await asyncio.gather(recovery, return_exceptions=True)
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.cancel()

@@ -214,21 +214,40 @@ class Webhooks(ChatListener):
         for endpoint in self.endpoints:
             outbox.add(endpoint)
 
-    async def emit(self, session_id: str, type: str, data: dict[str, Any]) -> None:
-        event_id = new_id("msg")
+    async def emit(
+        self, session_id: str, type: str, data: dict[str, Any], *, event_id: str | None = None, missing: bool = False
+    ) -> None:
+        """Queue the event for every endpoint that wants it; with ``missing`` (recovery), only
+        for those that have not delivered ``event_id`` yet."""
+        event_id = event_id or new_id("msg")
         event = {"id": event_id, "type": type, "timestamp": iso(datetime.now(UTC)), "data": data}
         for endpoint in self.endpoints:
-            if type in endpoint.events:
-                await self.outbox.enqueue(endpoint.name, session_id, "webhook", event_id, {"event": event})
+            if type not in endpoint.events:
+                continue
+            if missing and await self.outbox.store.bridge_key_get(f"{endpoint.name}:done:{event_id}") is not None:
+                continue
+            await self.outbox.enqueue(endpoint.name, session_id, "webhook", event_id, {"event": event})
+
+    async def recover(self, session: Session, messages: list[Message]) -> None:
+        """``message.created`` of recent messages, for the endpoints that have not had it (the
+        event id is the message's, so a job queued twice is delivered once)."""
+        for message in messages:
+            await self._created(message, missing=True)
+
+    async def _created(self, message: Message, *, missing: bool = False) -> None:
+        event_id = "evt_" + message.id.removeprefix("msg_")
+        await self.emit(
+            message.session_id, "message.created", _message_data(message), event_id=event_id, missing=missing
+        )
 
     async def session_started(self, session: Session) -> None:
         await self.emit(session.id, "session.started", {"session": session.to_wire()})
 
     async def visitor_message(self, session: Session, message: Message, reopened: bool = False) -> None:
-        await self.emit(session.id, "message.created", _message_data(message))
+        await self._created(message)
 
     async def operator_message(self, message: Message) -> None:
-        await self.emit(message.session_id, "message.created", _message_data(message))
+        await self._created(message)
 
     async def message_changed(self, message: Message) -> None:
         kind = "message.deleted" if message.deleted_at is not None else "message.edited"

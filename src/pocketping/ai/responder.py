@@ -182,6 +182,14 @@ class AIResponder(AppDestination):
         delay = 0 if at_once else self.delay
         await self.pp.outbox.enqueue(self.name, session.id, "answer", f"ai:{message.id}", payload, delay=delay)
 
+    async def recover(self, session: Session, messages: list[Message]) -> None:
+        """Queue again the answer to the visitor's newest message unless it was answered (a
+        job queued twice finds the answer given and does nothing)."""
+        last = next((m for m in reversed(messages) if m.sender == "visitor"), None)
+        if last is None or any(m.metadata.get("aiFor") == last.id for m in messages):
+            return
+        await self.visitor_message(session, last)
+
     # -- answering --------------------------------------------------------------------------
 
     def _quiet(self, messages: list[Message], state: AIState) -> bool:

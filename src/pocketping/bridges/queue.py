@@ -9,9 +9,7 @@ recorded, and Discord's message nonces cover the instant between the post and th
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from starlette.routing import Route
@@ -21,18 +19,12 @@ from ..errors import StorageCapabilityError
 from ..models import Message, Session
 from ..outbox import Outbox, now_ms
 from ..storage.base import BaseStorage
-from .base import Bridge, cancel
+from .base import Bridge
 
 if TYPE_CHECKING:
     from ..core import PocketPing
 
 log = logging.getLogger("pocketping.bridges")
-
-#: At start, messages of the last RECOVERY_WINDOW (in up to RECOVERY_SESSIONS sessions, the
-#: most recently active) are queued again, in case the previous process died between storing
-#: one and queueing it.
-RECOVERY_WINDOW = timedelta(minutes=15)
-RECOVERY_SESSIONS = 1000
 
 
 class BridgeHub(ChatListener):
@@ -56,7 +48,6 @@ class BridgeHub(ChatListener):
         self.outbox = outbox if outbox is not None else Outbox(pp)
         for b in bridges:
             self.outbox.add(b)
-        self._recovery: asyncio.Task[int] | None = None
 
     @property
     def store(self) -> BaseStorage:
@@ -71,36 +62,19 @@ class BridgeHub(ChatListener):
     async def start(self) -> None:
         for b in self.bridges:
             await b.start(self)
-        self._recovery = asyncio.get_running_loop().create_task(self.recover(), name="pocketping-bridges-recover")
 
-    async def recover(self, window: timedelta = RECOVERY_WINDOW) -> int:
-        """Queue again every message of the last ``window`` that a bridge has not shown yet: a
-        process stopped between storing a message and queueing it (a crash, SIGKILL) would
-        otherwise never relay it. A job still queued may be queued twice; the second finds the
-        first's ``done`` key and is skipped, so nothing is posted twice. Returns how many
-        messages were looked at."""
-        since = datetime.now(UTC) - window
-        seen = 0
-        try:
-            for session in await self.pp.chat.list_sessions(limit=RECOVERY_SESSIONS, include_closed=True):
-                if (session.last_activity or session.created_at) < since:
-                    break
-                for message in await self.pp.chat.catch_up(session.id, since):
-                    if message.deleted_at is not None or message.created_at < since:
-                        continue
-                    seen += 1
-                    if message.sender == "visitor":
-                        await self.visitor_message(session, message, missing=True)
-                    else:
-                        await self.operator_message(message, missing=True)
-        except Exception as exc:  # a storage without list_sessions, say: nothing to recover from
-            log.warning("bridge recovery skipped: %s", exc, extra={"session_id": None, "bridge": None})
-        return seen
+    async def recover(self, session: Session, messages: list[Message]) -> None:
+        """Queue again each recent message that a bridge has not shown yet (the outbox's
+        recovery at start). A job still queued may be queued twice; the second finds the
+        first's ``done`` key and is skipped, so nothing is posted twice."""
+        for message in messages:
+            if message.sender == "visitor":
+                await self.visitor_message(session, message, missing=True)
+            else:
+                await self.operator_message(message, missing=True)
 
     async def stop(self) -> None:
-        """Stop the recovery and the bridges' clients (the outbox's worker stops first)."""
-        recovery, self._recovery = self._recovery, None
-        await cancel(recovery)
+        """Stop the bridges' clients (the outbox's worker stops first)."""
         for b in self.bridges:
             try:
                 await b.stop()

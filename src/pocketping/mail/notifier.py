@@ -18,6 +18,7 @@ import json
 import logging
 import secrets
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -143,6 +144,25 @@ class EmailNotifier(AppDestination):
             await self.pp.chat.mark_read(sid, [message.id], "delivered")
         await self.pp.outbox.enqueue(
             self.name, sid, "email", message.id, {"messageId": message.id}, delay=self.unread_after
+        )
+
+    async def recover(self, session: Session, messages: list[Message]) -> None:
+        """Queue again the e-mail job of the session's newest reply unless its batch was
+        handled (a job queued twice finds the batch done and sends nothing)."""
+        replies = [m for m in messages if m.sender in REPLY_SENDERS]
+        if not replies:
+            return
+        newest = replies[-1]
+        if to_ms(newest.created_at) <= (await self._state(session.id))["through"]:
+            return
+        waited = (datetime.now(UTC) - newest.created_at).total_seconds()
+        await self.pp.outbox.enqueue(
+            self.name,
+            session.id,
+            "email",
+            newest.id,
+            {"messageId": newest.id},
+            delay=max(0.0, self.unread_after - waited),
         )
 
     # -- state ------------------------------------------------------------------------------
