@@ -146,6 +146,49 @@ def stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_password(args: argparse.Namespace) -> str:
+    """The new password: one line of standard input with ``--password-stdin``, else typed twice
+    without echo."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    first = getpass.getpass(f"Password for {args.name}: ")
+    if getpass.getpass("Again: ") != first:
+        raise SystemExit("pocketping operator: the two passwords differ")
+    return first
+
+
+def operator(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .errors import PocketPingError
+
+    pp = load_app(args.app)
+    password = read_password(args) if args.action in ("add", "passwd") else ""
+
+    async def change() -> str:
+        await pp.storage.open()
+        try:
+            if args.action == "add":
+                made = await pp.operators.add(args.name, password, args.role)
+                return f"added {made.name} ({made.role})"
+            if args.action == "remove":
+                await pp.operators.remove(args.name)
+                return f"removed {args.name}; their sign-ins have ended"
+            await pp.operators.set_password(args.name, password)
+            return f"new password for {args.name}; their sign-ins have ended"
+        finally:
+            await pp.storage.close()
+
+    try:
+        print(asyncio.run(change()))
+    except PocketPingError as exc:
+        print(f"pocketping operator: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pocketping", description="PocketPing live chat")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,6 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--until", default=None, help="ISO-8601 end (default: now)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=stats)
+    p = sub.add_parser("operator", help="add or remove an operator account, or set its password")
+    p.add_argument("action", choices=["add", "remove", "passwd"])
+    p.add_argument("name", help="the operator's name (shown to visitors on their replies)")
+    p.add_argument("--app", required=True, help="the PocketPing instance, as module:attribute")
+    p.add_argument("--role", choices=["agent", "admin"], default="agent", help="with add (default: %(default)s)")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.set_defaults(func=operator)
     from .bridge_server.cli import add_parser as add_bridge_parser
 
     add_bridge_parser(sub)

@@ -23,6 +23,7 @@ from .hooks import HookRunner
 from .hours import BusinessHours
 from .mail import EmailNotifier
 from .models import Event, Message, Session
+from .operators import Operator, OperatorBook
 from .outbox import Outbox
 from .policy import IpFilter, Policy, UaFilter
 from .ratelimits import Limiter, RateLimits
@@ -238,6 +239,8 @@ class PocketPing:
         self.email = email
         if email is not None:
             email.bind(self)
+        #: Operator accounts and console sign-ins (``add_operator``, ``remove_operator``...).
+        self.operators = OperatorBook(self.storage, lambda: self.outbox.store)
         if ai is not None and not isinstance(ai, AIResponder):
             raise InvalidInput("ai must be an AIResponder(base_url=..., model=...) or None")
         #: The AI first responder (None without it); its pending answers go through ``outbox``.
@@ -481,6 +484,28 @@ class PocketPing:
         card; the answer is stored with the session (``session.data["csat"]``), shown in the
         operators' threads, and given to ``on_event`` as the event ``csat``."""
         return await self.chat.request_csat(session_id)
+
+    # -- operator accounts ------------------------------------------------------------------
+
+    async def add_operator(self, name: str, *, password: str, role: str = "agent") -> Operator:
+        """Create an account for the console: ``role`` ``"agent"`` or ``"admin"`` (admins
+        manage operators and see stats). The name is shown to visitors on the replies."""
+        await self.start()
+        return await self.operators.add(name, password, role)
+
+    async def remove_operator(self, name: str) -> None:
+        """Remove an account; its sign-ins end."""
+        await self.start()
+        await self.operators.remove(name)
+
+    async def set_operator_password(self, name: str, password: str) -> None:
+        """Set a new password; every sign-in of that operator ends."""
+        await self.start()
+        await self.operators.set_password(name, password)
+
+    async def list_operators(self) -> list[Operator]:
+        await self.start()
+        return await self.operators.list()
 
     async def set_ai(self, session_id: str, active: bool) -> None:
         """Let the AI responder answer in this conversation again (``True``: handing back;

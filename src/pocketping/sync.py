@@ -100,6 +100,18 @@ class SyncPocketPing:
     def set_operator_online(self, online: bool) -> None:
         self.run(self._pp.set_operator_online(online))
 
+    def add_operator(self, name: str, *, password: str, role: str = "agent") -> Any:
+        return self.run(self._pp.add_operator(name, password=password, role=role))
+
+    def remove_operator(self, name: str) -> None:
+        self.run(self._pp.remove_operator(name))
+
+    def set_operator_password(self, name: str, password: str) -> None:
+        self.run(self._pp.set_operator_password(name, password))
+
+    def list_operators(self) -> list[Any]:
+        return self.run(self._pp.list_operators())
+
     def set_ai(self, session_id: str, active: bool) -> None:
         self.run(self._pp.set_ai(session_id, active))
 

@@ -1,7 +1,6 @@
 /* PocketPing operator console. Text from visitors is only ever set with textContent. */
 (function () {
   'use strict';
-  var token = new URLSearchParams(location.search).get('token') || '';
   var API = location.pathname.replace(/\/+$/, '') + '/api';
   var $ = function (id) { return document.getElementById(id); };
   var sessions = {}, current = null, messages = {}, typingTimer = null, typingSentAt = 0, es = null, retry = 0;
@@ -9,9 +8,11 @@
   function call(method, path, body) {
     return fetch(API + path, {
       method: method,
-      headers: { 'Authorization': 'Bearer ' + token, 'Content-Type': 'application/json' },
+      headers: { 'Content-Type': 'application/json' },
+      credentials: 'same-origin',
       body: body ? JSON.stringify(body) : undefined
     }).then(function (r) {
+      if (r.status === 401) { location.reload(); throw new Error('signed out'); }
       return r.json().then(function (data) {
         if (!r.ok) throw new Error((data && data.detail) || ('HTTP ' + r.status));
         return data;
@@ -134,7 +135,7 @@
 
   /* ---- live updates: SSE of every session's events ---- */
   function listen() {
-    es = new EventSource(API + '/stream?token=' + encodeURIComponent(token));
+    es = new EventSource(API + '/stream');
     es.onopen = function () { retry = 0; status('Live'); loadSessions(); if (current) select(current.id); };
     es.onmessage = function (e) {
       var f; try { f = JSON.parse(e.data); } catch (err) { return; }
@@ -227,6 +228,7 @@
   };
   document.addEventListener('visibilitychange', function () { if (!document.hidden) markRead(); });
   setInterval(loadSessions, 30000);
+  call('GET', '/me').then(function (r) { $('me').textContent = r.operator.name; });
   loadSessions();
   listen();
 })();

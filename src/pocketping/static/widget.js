@@ -91,7 +91,7 @@
     }
     rec.txt.textContent = m.deletedAt ? 'Message deleted' : m.content;
     rec.el.classList.toggle('pp-del', !!m.deletedAt);
-    var who = mine(m) ? 'You' : m.sender === 'ai' ? 'AI' : cfg.operatorName;
+    var who = mine(m) ? 'You' : m.sender === 'ai' ? 'AI' : (m.metadata && m.metadata.operatorName) || cfg.operatorName;
     var t = new Date(m.timestamp), when = isNaN(t) ? '' : t.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
     var tick = mine(m) ? ({ sending: ' · sending', sent: ' · sent', delivered: ' · delivered', read: ' · read' }[m.status] || '') : '';
     rec.meta.textContent = who + ' ' + when + (m.editedAt && !m.deletedAt ? ' · edited' : '') + tick;

@@ -174,6 +174,20 @@ class BaseStorage:
     async def delete_ban(self, kind: str, value: str) -> None:
         raise StorageCapabilityError(self, "delete_ban", "bans by address or user")
 
+    # -- operator accounts (optional; PocketPing.add_operator) ----------------------------------
+
+    async def list_operators(self) -> list[dict[str, Any]]:
+        """Every operator account: ``{"name", "role", "password_hash", "generation", "created_ms"}``."""
+        raise StorageCapabilityError(self, "list_operators", "operator accounts")
+
+    async def save_operator(self, record: dict[str, Any]) -> None:
+        """Store an account, replacing the one of the same name (names compare case-insensitively)."""
+        raise StorageCapabilityError(self, "save_operator", "operator accounts")
+
+    async def delete_operator(self, name: str) -> bool:
+        """Remove an account; False if there was none of that name."""
+        raise StorageCapabilityError(self, "delete_operator", "operator accounts")
+
 
 def missing_methods(storage: BaseStorage, names: Sequence[str]) -> list[str]:
     """Which of the optional methods ``names`` ``storage`` does not implement."""
@@ -394,6 +408,21 @@ class StorageAdapter(BaseStorage):
         if not self.has("delete_ban"):
             raise StorageCapabilityError(self.inner, "delete_ban", "bans by address or user")
         await self._call("delete_ban", kind, value)
+
+    async def list_operators(self) -> list[dict[str, Any]]:
+        if not self.has("list_operators"):
+            raise StorageCapabilityError(self.inner, "list_operators", "operator accounts")
+        return [dict(_as_mapping(r)) for r in await self._call("list_operators")]
+
+    async def save_operator(self, record: dict[str, Any]) -> None:
+        if not self.has("save_operator"):
+            raise StorageCapabilityError(self.inner, "save_operator", "operator accounts")
+        await self._call("save_operator", dict(record))
+
+    async def delete_operator(self, name: str) -> bool:
+        if not self.has("delete_operator"):
+            raise StorageCapabilityError(self.inner, "delete_operator", "operator accounts")
+        return bool(await self._call("delete_operator", name))
 
 
 def _as_mapping(row: Any) -> Mapping[str, Any]:

@@ -60,6 +60,7 @@ class MemoryStorage(BaseStorage):
         self._bridge_keys: dict[str, str] = {}
         self._bridge_key_session: dict[str, str] = {}
         self._bans: dict[tuple[str, str], dict[str, Any]] = {}
+        self._operators: dict[str, dict[str, Any]] = {}
 
     async def create_session(self, session: Session) -> None:
         with self._lock:
@@ -270,6 +271,20 @@ class MemoryStorage(BaseStorage):
     async def delete_ban(self, kind: str, value: str) -> None:
         with self._lock:
             self._bans.pop((kind, value), None)
+
+    # -- operator accounts ----------------------------------------------------------------------
+
+    async def list_operators(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self._operators.values()]
+
+    async def save_operator(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._operators[record["name"].casefold()] = dict(record)
+
+    async def delete_operator(self, name: str) -> bool:
+        with self._lock:
+            return self._operators.pop(name.casefold(), None) is not None
 
     # -- statistics -----------------------------------------------------------------------------
 

@@ -123,6 +123,13 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (kind, value)
     );
     """,
+    # 4: operator accounts (the record is JSON: name, role, password hash, generation)
+    """
+    CREATE TABLE IF NOT EXISTS pocketping_operators (
+        name_key TEXT PRIMARY KEY,
+        record TEXT NOT NULL
+    );
+    """,
 ]
 
 #: First key of the two-key advisory locks that serialise ``outbox_add`` per (bridge, session)
@@ -491,6 +498,24 @@ class PostgresStorage(BaseStorage):
     async def delete_ban(self, kind: str, value: str) -> None:
         async with self.pool.connection() as conn:
             await conn.execute("DELETE FROM pocketping_bans WHERE kind = %s AND value = %s", (kind, value))
+
+    # -- operator accounts ----------------------------------------------------------------------
+
+    async def list_operators(self) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in await self._fetchall("SELECT record FROM pocketping_operators", ())]
+
+    async def save_operator(self, record: dict[str, Any]) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO pocketping_operators (name_key, record) VALUES (%s, %s) "
+                "ON CONFLICT (name_key) DO UPDATE SET record = excluded.record",
+                (record["name"].casefold(), json.dumps(record)),
+            )
+
+    async def delete_operator(self, name: str) -> bool:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("DELETE FROM pocketping_operators WHERE name_key = %s", (name.casefold(),))
+            return cur.rowcount > 0
 
     # -- statistics -----------------------------------------------------------------------------
 

@@ -112,6 +112,13 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (kind, value)
     );
     """,
+    # 4: operator accounts (the record is JSON: name, role, password hash, generation)
+    """
+    CREATE TABLE IF NOT EXISTS operators (
+        name_key TEXT PRIMARY KEY,
+        record TEXT NOT NULL
+    );
+    """,
 ]
 
 _MESSAGE_COLUMNS, _SESSION_COLUMNS, _ms, _dt = MESSAGE_COLUMNS, SESSION_COLUMNS, ms, dt
@@ -656,6 +663,30 @@ class SQLiteStorage(BaseStorage):
             c.execute("DELETE FROM bans WHERE kind = ? AND value = ?", (kind, value))
 
         await self._run(self._write, op)
+
+    # -- operator accounts ----------------------------------------------------------------------
+
+    async def list_operators(self) -> list[dict[str, Any]]:
+        def op() -> list[dict[str, Any]]:
+            return [json.loads(r[0]) for r in self._db().execute("SELECT record FROM operators").fetchall()]
+
+        return await self._run(op)
+
+    async def save_operator(self, record: dict[str, Any]) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO operators (name_key, record) VALUES (?, ?) "
+                "ON CONFLICT (name_key) DO UPDATE SET record = excluded.record",
+                (record["name"].casefold(), json.dumps(record)),
+            )
+
+        await self._run(self._write, op)
+
+    async def delete_operator(self, name: str) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
+            return c.execute("DELETE FROM operators WHERE name_key = ?", (name.casefold(),)).rowcount > 0
+
+        return bool(await self._run(self._write, op))
 
     # -- statistics -----------------------------------------------------------------------------
 
