@@ -44,6 +44,13 @@ RECOVERY_WINDOW = timedelta(minutes=15)
 RECOVERY_SESSIONS = 1000
 
 
+async def cancel(task: asyncio.Task[Any] | None) -> None:
+    """Stop a background task and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -205,13 +212,9 @@ class Outbox(ChatListener):
 
     async def stop(self) -> None:
         recovery, self._recovery = self._recovery, None
-        if recovery is not None:
-            recovery.cancel()
-            await asyncio.gather(recovery, return_exceptions=True)
+        await cancel(recovery)
         worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
+        await cancel(worker)
         if self._running:
             running = dict(self._running)
             _done, pending = await asyncio.wait(set(running), timeout=5)

@@ -17,7 +17,6 @@ Storage keys used (``<bridge>`` is ``telegram``, ``slack`` or ``discord``)::
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
@@ -542,13 +541,6 @@ class Bridge(Destination):
             return float(r.headers["retry-after"])
         except (KeyError, ValueError):
             return None
-
-
-async def cancel(task: asyncio.Task[Any] | None) -> None:
-    """Stop a background task and wait until it has ended."""
-    if task is not None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def _nonce(key: str) -> str:

@@ -22,8 +22,9 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import BridgeError
 from ..models import Session
+from ..outbox import cancel
 from ..redaction import protect
-from .base import COMMANDS, REPLAY_WINDOW, Bridge, TemporaryBridgeError, ThreadGone, cancel
+from .base import COMMANDS, REPLAY_WINDOW, Bridge, TemporaryBridgeError, ThreadGone
 from .gateway import GatewayClient
 from .payloads import DiscordCommand, DiscordInteraction, DiscordMessage, DiscordUser, read
 

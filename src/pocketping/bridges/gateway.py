@@ -14,7 +14,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .base import cancel
+from ..outbox import cancel
 
 log = logging.getLogger("pocketping.bridges")
 

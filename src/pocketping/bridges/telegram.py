@@ -19,8 +19,9 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import BridgeError
 from ..models import Session
+from ..outbox import cancel
 from ..redaction import protect
-from .base import Bridge, TemporaryBridgeError, ThreadGone, cancel
+from .base import Bridge, TemporaryBridgeError, ThreadGone
 from .payloads import TelegramMessage, TelegramUpdate, read
 
 log = logging.getLogger("pocketping.bridges")
